@@ -1,0 +1,126 @@
+"""FLOPs per pretraining step and MFU: a hand count, and torch's own count of a real model."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from trainer import flops
+from trainer.flops import ModelDims
+
+# H=4, N=1, I=8, V=10; L=3, P=2.
+TINY = ModelDims(hidden_size=4, num_hidden_layers=1, intermediate_size=8, vocab_size=10)
+
+
+def test_forward_flops_match_a_hand_count():
+    parts = flops.forward_flops_per_example(TINY, seq_length=3, max_predictions=2)
+    # Q, K, V, output: 4 x [3,4]@[4,4] = 4 * 2*3*4*4; feed-forward: [3,4]@[4,8] + [3,8]@[8,4].
+    assert parts["encoder"] == 4 * 96 + 192 + 192 == 768
+    # scores [3,4]@[4,3] and values [3,3]@[3,4], summed over heads.
+    assert parts["attention"] == 72 + 72 == 144
+    # transform [2,4]@[4,4], tied decoder [2,4]@[4,10].
+    assert parts["mlm_head"] == 64 + 160 == 224
+    # pooler [1,4]@[4,4], classifier [1,4]@[4,2].
+    assert parts["nsp_head"] == 32 + 16 == 48
+    assert parts["total"] == 1184
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "expected"),
+    [
+        ("batch_2", dict(batch_size=2, seq_length=3, max_predictions=2), 3 * 2 * 1184),
+        ("no_masked_positions", dict(batch_size=1, seq_length=3, max_predictions=0), 3 * (1184 - 224)),
+        # Scoring all 3 positions: transform 2*3*4*4 + decoder 2*3*4*10 = 336 instead of 224.
+        ("all_positions", dict(batch_size=1, seq_length=3, max_predictions=2, mlm_positions=3), 3 * (1184 + 112)),
+    ],
+)
+def test_train_step_flops(name, kwargs, expected):
+    assert flops.train_step_flops(TINY, **kwargs) == expected, name
+
+
+def test_no_nsp_head():
+    dims = ModelDims(hidden_size=4, num_hidden_layers=1, intermediate_size=8, vocab_size=10, use_nsp=False)
+    assert flops.forward_flops_per_example(dims, seq_length=3, max_predictions=2)["total"] == 1184 - 48
+
+
+def test_bert_base_figure():
+    # BERT-base at seq 128, 20 predictions, vocab 30522: 7.0e10 FLOPs per example and step.
+    base = ModelDims(hidden_size=768, num_hidden_layers=12, intermediate_size=3072, vocab_size=30522)
+    per_example = flops.train_step_flops(base, batch_size=1, seq_length=128, max_predictions=20)
+    assert per_example == 3 * (
+        12 * (8 * 128 * 768**2 + 4 * 128 * 768 * 3072 + 4 * 128**2 * 768)
+        + 2 * 20 * 768 * 768
+        + 2 * 20 * 768 * 30522
+        + 2 * 768 * 768
+        + 4 * 768
+    )
+    assert math.isclose(per_example, 6.993e10, rel_tol=1e-3)
+    # The encoder's projections and feed-forward blocks are the usual 6 * (weights) * (tokens).
+    encoder_weights = 12 * (4 * 768 * 768 + 2 * 768 * 3072)
+    parts = flops.forward_flops_per_example(base, seq_length=128, max_predictions=20)
+    assert 3 * parts["encoder"] == 6 * encoder_weights * 128
+
+
+def test_mfu_and_peaks():
+    assert flops.peak_flops("H100") == 989e12
+    assert flops.peak_flops("h200") == flops.peak_flops("h100")
+    # 494.5 TFLOP per step in one second on one H100 is 50%.
+    assert math.isclose(flops.mfu(flops_per_step=494.5e12, step_time_s=1.0, peak_flops_per_device=989e12), 0.5)
+    # Two devices halve it.
+    assert math.isclose(
+        flops.mfu(flops_per_step=494.5e12, step_time_s=1.0, peak_flops_per_device=989e12, num_devices=2), 0.25
+    )
+    with pytest.raises(ValueError, match="unknown device 'tpu-v9'"):
+        flops.peak_flops("tpu-v9")
+    with pytest.raises(ValueError, match="step_time_s"):
+        flops.mfu(flops_per_step=1.0, step_time_s=0.0, peak_flops_per_device=1.0)
+
+
+@pytest.mark.parametrize(
+    ("reported", "key"),
+    [
+        ("NVIDIA H100 80GB HBM3", "h100"),
+        ("NVIDIA H100 PCIe", "h100-pcie"),
+        ("NVIDIA H200", "h200"),
+        ("TPU v4", "tpu-v4"),
+        ("TPU v5 lite", "tpu-v5e"),
+        ("cpu", None),
+    ],
+)
+def test_guess_device_kind(reported, key):
+    assert flops.guess_device_kind(reported) == key
+
+
+def test_config_dims_validated():
+    with pytest.raises(ValueError, match="hidden_size"):
+        ModelDims(hidden_size=0, num_hidden_layers=1, intermediate_size=8, vocab_size=10)
+
+
+def test_matches_torch_flop_counter_on_hugging_face_bert():
+    """torch counts every matrix product of a real BertForPreTraining step, forward and backward.
+
+    Hugging Face scores the MLM head on every position, so it is compared with ``mlm_positions=L``.
+    """
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from torch.utils.flop_counter import FlopCounterMode
+
+    hf_config = transformers.BertConfig(
+        vocab_size=50,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=40,
+        max_position_embeddings=32,
+        attn_implementation="eager",
+    )
+    model = transformers.BertForPreTraining(hf_config)
+    batch, seq = 3, 8
+    input_ids = torch.randint(5, 50, (batch, seq))
+    with FlopCounterMode(display=False) as counter:
+        out = model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids))
+        (out.prediction_logits.float().sum() + out.seq_relationship_logits.sum()).backward()
+    dims = ModelDims(hidden_size=16, num_hidden_layers=2, intermediate_size=40, vocab_size=50)
+    expected = flops.train_step_flops(dims, batch_size=batch, seq_length=seq, max_predictions=seq)
+    assert counter.get_total_flops() == expected
