@@ -96,15 +96,29 @@ def forward_flops_per_example(
         products of all layers.
     """
     if seq_length <= 0 or max_predictions < 0:
-        raise ValueError(f"seq_length must be > 0 and max_predictions >= 0, got {seq_length}, {max_predictions}")
-    h, n, i, v, seq = dims.hidden_size, dims.num_hidden_layers, dims.intermediate_size, dims.vocab_size, seq_length
+        raise ValueError(
+            f"seq_length must be > 0 and max_predictions >= 0, got {seq_length}, {max_predictions}"
+        )
+    h, n, i, v, seq = (
+        dims.hidden_size,
+        dims.num_hidden_layers,
+        dims.intermediate_size,
+        dims.vocab_size,
+        seq_length,
+    )
     p = max_predictions if mlm_positions is None else mlm_positions
     encoder = n * (4 * 2 * seq * h * h + 2 * 2 * seq * h * i)
     attention = n * (2 * 2 * seq * seq * h)
     mlm_head = 2 * p * h * h + 2 * p * h * v
     nsp_head = (2 * h * h + 2 * h * 2) if dims.use_nsp else 0
     total = encoder + attention + mlm_head + nsp_head
-    return {"encoder": encoder, "attention": attention, "mlm_head": mlm_head, "nsp_head": nsp_head, "total": total}
+    return {
+        "encoder": encoder,
+        "attention": attention,
+        "mlm_head": mlm_head,
+        "nsp_head": nsp_head,
+        "total": total,
+    }
 
 
 def train_step_flops(
@@ -169,7 +183,9 @@ def guess_device_kind(name: str) -> str | None:
     return None
 
 
-def mfu(*, flops_per_step: float, step_time_s: float, peak_flops_per_device: float, num_devices: int = 1) -> float:
+def mfu(
+    *, flops_per_step: float, step_time_s: float, peak_flops_per_device: float, num_devices: int = 1
+) -> float:
     """Model FLOPs utilisation: achieved FLOP/s over the peak of all devices used.
 
     Args:

@@ -32,7 +32,11 @@ def test_forward_flops_match_a_hand_count():
         ("batch_2", dict(batch_size=2, seq_length=3, max_predictions=2), 3 * 2 * 1184),
         ("no_masked_positions", dict(batch_size=1, seq_length=3, max_predictions=0), 3 * (1184 - 224)),
         # Scoring all 3 positions: transform 2*3*4*4 + decoder 2*3*4*10 = 336 instead of 224.
-        ("all_positions", dict(batch_size=1, seq_length=3, max_predictions=2, mlm_positions=3), 3 * (1184 + 112)),
+        (
+            "all_positions",
+            dict(batch_size=1, seq_length=3, max_predictions=2, mlm_positions=3),
+            3 * (1184 + 112),
+        ),
     ],
 )
 def test_train_step_flops(name, kwargs, expected):
@@ -66,7 +70,9 @@ def test_mfu_and_peaks():
     assert flops.peak_flops("H100") == 989e12
     assert flops.peak_flops("h200") == flops.peak_flops("h100")
     # 494.5 TFLOP per step in one second on one H100 is 50%.
-    assert math.isclose(flops.mfu(flops_per_step=494.5e12, step_time_s=1.0, peak_flops_per_device=989e12), 0.5)
+    assert math.isclose(
+        flops.mfu(flops_per_step=494.5e12, step_time_s=1.0, peak_flops_per_device=989e12), 0.5
+    )
     # Two devices halve it.
     assert math.isclose(
         flops.mfu(flops_per_step=494.5e12, step_time_s=1.0, peak_flops_per_device=989e12, num_devices=2), 0.25
