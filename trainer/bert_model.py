@@ -1,0 +1,174 @@
+"""``BertPretrainingModel``: BERT with the masked-LM and next-sentence heads, in Keras 3.
+
+It computes what Hugging Face ``BertForPreTraining`` computes from the same weights: post-LN
+Transformer layers, learned positions, token types, an attention mask from ``input_mask``, a
+masked-LM head whose decoder is the word-embedding matrix plus its own bias, a tanh pooler on
+the first token and the 2-way NSP head. Only ``keras.ops`` is used, so the model runs on the
+TensorFlow and the JAX backends (and imports no TensorFlow on JAX).
+
+Example::
+
+    config = BertConfig.from_preset("tiny", vocab_size=32000)
+    model = BertPretrainingModel(config)
+    outputs = model({"input_ids": ids, "input_mask": mask, "segment_ids": seg,
+                     "masked_lm_positions": pos})
+    outputs["mlm_logits"]  # [B, P, V]
+    outputs["nsp_logits"]  # [B, 2]
+
+Shape key: B batch, L sequence length, P predictions per sequence, H hidden, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from keras import ops
+
+from trainer import losses
+from trainer.config import BertConfig
+from trainer.layers import BertEmbeddings, MaskedLMHead, TransformerLayer
+
+INPUT_NAMES = ("input_ids", "input_mask", "segment_ids", "masked_lm_positions")
+LABEL_NAMES = ("masked_lm_ids", "masked_lm_weights", "next_sentence_labels")
+
+
+class BertPretrainingModel(keras.Model):
+    """BERT encoder with MLM and NSP heads; ``call`` returns ``mlm_logits`` and ``nsp_logits``.
+
+    The variables exist as soon as the model is constructed (no dummy call needed), so
+    ``set_named_weights`` works at once, and under a distribution strategy's scope.
+
+    ``compute_loss`` is the pretraining loss (MLM + NSP, or MLM only when
+    ``config.use_nsp`` is false), so ``compile`` needs only an optimizer and ``fit`` takes
+    ``(features, labels)`` with the ``LABEL_NAMES`` keys.
+    """
+
+    def __init__(self, config: BertConfig, **kwargs):
+        super().__init__(**kwargs)
+        self.config = config
+        self.embeddings = BertEmbeddings(config, name="embeddings")
+        self.encoder_layers = [
+            TransformerLayer(config, name=f"encoder_layer_{i}") for i in range(config.num_hidden_layers)
+        ]
+        self.pooler = keras.layers.Dense(
+            config.hidden_size,
+            activation="tanh",
+            kernel_initializer=keras.initializers.TruncatedNormal(stddev=config.initializer_range),
+            name="pooler",
+        )
+        self.mlm_head = MaskedLMHead(config, name="mlm")
+        self.nsp_head = keras.layers.Dense(
+            2,
+            kernel_initializer=keras.initializers.TruncatedNormal(stddev=config.initializer_range),
+            name="nsp",
+            dtype="float32",  # logits in float32 whatever the policy
+        )
+        self.mlm_loss_metric = keras.metrics.Mean(name="mlm_loss")
+        self.mlm_accuracy_metric = keras.metrics.Mean(name="mlm_accuracy")
+        if config.use_nsp:
+            self.nsp_loss_metric = keras.metrics.Mean(name="nsp_loss")
+            self.nsp_accuracy_metric = keras.metrics.Mean(name="nsp_accuracy")
+        self.build()
+
+    def build(self, input_shape=None):
+        h = self.config.hidden_size
+        self.embeddings.build()
+        for layer in self.encoder_layers:
+            layer.build()
+        self.pooler.build((None, h))
+        self.mlm_head.build()
+        self.nsp_head.build((None, h))
+        self.built = True
+
+    def encode(self, inputs: dict, training: bool = False) -> dict:
+        """Runs the encoder; returns ``sequence_output`` [B, L, H] and ``pooled_output`` [B, H]."""
+        input_ids = ops.cast(inputs["input_ids"], "int32")
+        segment_ids = ops.cast(inputs["segment_ids"], "int32")
+        # True where a key position holds a real token; broadcast over heads and queries.
+        mask = ops.cast(inputs["input_mask"], "bool")[:, None, None, :]  # [B, 1, 1, L]
+        x = self.embeddings(input_ids, segment_ids, training=training)
+        for layer in self.encoder_layers:
+            x = layer(x, mask, training=training)
+        pooled = self.pooler(x[:, 0, :])  # [B, H]
+        return {"sequence_output": x, "pooled_output": pooled}
+
+    def call(self, inputs: dict, training: bool = False) -> dict:
+        encoded = self.encode(inputs, training=training)
+        mlm_logits = self.mlm_head(
+            encoded["sequence_output"],
+            inputs["masked_lm_positions"],
+            self.embeddings.word_embeddings.embeddings,
+        )
+        nsp_logits = self.nsp_head(encoded["pooled_output"])
+        return {"mlm_logits": mlm_logits, "nsp_logits": ops.cast(nsp_logits, "float32")}
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        del x, sample_weight, training
+        terms = losses.pretraining_losses(labels=y, outputs=y_pred, use_nsp=self.config.use_nsp)
+        self.mlm_loss_metric.update_state(terms["mlm_losses"], sample_weight=terms["mlm_weights"])
+        self.mlm_accuracy_metric.update_state(terms["mlm_correct"], sample_weight=terms["mlm_weights"])
+        if self.config.use_nsp:
+            self.nsp_loss_metric.update_state(terms["nsp_losses"])
+            self.nsp_accuracy_metric.update_state(terms["nsp_correct"])
+        return terms["loss"]
+
+    # Named weights: the export contract of docs/export_format.md.
+
+    def named_variables(self) -> dict:
+        """Maps every export name to its Keras variable (in a stable order)."""
+        items = list(self.embeddings.named_variables("embeddings"))
+        for i, layer in enumerate(self.encoder_layers):
+            items += layer.named_variables(f"encoder/layer_{i}")
+        items += [("pooler/kernel", self.pooler.kernel), ("pooler/bias", self.pooler.bias)]
+        items += self.mlm_head.named_variables("mlm")
+        items += [("nsp/kernel", self.nsp_head.kernel), ("nsp/bias", self.nsp_head.bias)]
+        return dict(items)
+
+    def named_weight_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {name: tuple(v.shape) for name, v in self.named_variables().items()}
+
+    def get_named_weights(self) -> dict[str, np.ndarray]:
+        """Every weight as a float32 numpy array under its export name."""
+        return {name: _to_numpy(v).astype(np.float32) for name, v in self.named_variables().items()}
+
+    def set_named_weights(self, weights: dict) -> None:
+        """Assigns every weight from ``weights`` (export name -> array).
+
+        Raises:
+            ValueError: listing missing, unexpected and wrongly shaped names; nothing is
+                assigned then.
+        """
+        variables = self.named_variables()
+        missing = sorted(set(variables) - set(weights))
+        unexpected = sorted(set(weights) - set(variables))
+        mismatched = [
+            f"{name}: expected {tuple(v.shape)}, got {tuple(np.shape(weights[name]))}"
+            for name, v in variables.items()
+            if name in weights and tuple(np.shape(weights[name])) != tuple(v.shape)
+        ]
+        if missing or unexpected or mismatched:
+            problems = []
+            if missing:
+                problems.append(f"missing {len(missing)}: {missing}")
+            if unexpected:
+                problems.append(f"unexpected {len(unexpected)}: {unexpected}")
+            if mismatched:
+                problems.append(f"shape mismatch {len(mismatched)}: {mismatched}")
+            raise ValueError("named weights do not fit the model: " + "; ".join(problems))
+        for name, variable in variables.items():
+            variable.assign(np.asarray(weights[name], dtype=variable.dtype))
+
+    def get_config(self):
+        return {"bert_config": self.config.to_dict(), "name": self.name}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(BertConfig.from_dict(config["bert_config"]), name=config.get("name"))
+
+
+def _to_numpy(variable) -> np.ndarray:
+    value = variable.value
+    if keras.backend.backend() == "jax" and not getattr(value, "is_fully_addressable", True):
+        # Multi-host JAX: the weights are replicated, so this host's shard is the whole array.
+        value = value.addressable_data(0)
+    return np.asarray(ops.convert_to_numpy(value))

@@ -1,0 +1,199 @@
+"""The building blocks of ``BertPretrainingModel``, written with ``keras.ops`` only.
+
+Every block computes what the Hugging Face ``BertForPreTraining`` module of the same role
+computes (post-LN Transformer, learned positions, token types). ``named_variables()`` on each
+block lists its variables under the export names of docs/export_format.md.
+
+Shape key: B batch, L sequence length, P predictions per sequence, H hidden size,
+N attention heads, D head size (H / N), I intermediate size, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from trainer.config import BertConfig
+
+
+def _initializer(config: BertConfig) -> keras.initializers.Initializer:
+    return keras.initializers.TruncatedNormal(stddev=config.initializer_range)
+
+
+def activation(config: BertConfig, x):
+    """The hidden activation: exact erf GELU or its tanh approximation (HF "gelu_new")."""
+    return ops.gelu(x, approximate=config.hidden_act == "gelu_new")
+
+
+def _dense(config: BertConfig, units: int, name: str) -> keras.layers.Dense:
+    return keras.layers.Dense(units, kernel_initializer=_initializer(config), name=name)
+
+
+def _layer_norm(config: BertConfig, name: str) -> keras.layers.LayerNormalization:
+    return keras.layers.LayerNormalization(epsilon=config.layer_norm_eps, name=name)
+
+
+def _dense_vars(prefix: str, layer: keras.layers.Dense) -> list:
+    return [(f"{prefix}/kernel", layer.kernel), (f"{prefix}/bias", layer.bias)]
+
+
+def _norm_vars(prefix: str, layer: keras.layers.LayerNormalization) -> list:
+    return [(f"{prefix}/gamma", layer.gamma), (f"{prefix}/beta", layer.beta)]
+
+
+class BertEmbeddings(keras.layers.Layer):
+    """Word + learned position + token type embeddings, then LayerNorm and dropout."""
+
+    def __init__(self, config: BertConfig, **kwargs):
+        super().__init__(**kwargs)
+        self.config = config
+        init = _initializer(config)
+        self.word_embeddings = keras.layers.Embedding(
+            config.vocab_size, config.hidden_size, embeddings_initializer=init, name="word_embeddings"
+        )
+        self.position_embeddings = keras.layers.Embedding(
+            config.max_position_embeddings,
+            config.hidden_size,
+            embeddings_initializer=init,
+            name="position_embeddings",
+        )
+        self.token_type_embeddings = keras.layers.Embedding(
+            config.type_vocab_size,
+            config.hidden_size,
+            embeddings_initializer=init,
+            name="token_type_embeddings",
+        )
+        self.layer_norm = _layer_norm(config, "layer_norm")
+        self.dropout = keras.layers.Dropout(config.hidden_dropout_prob)
+
+    def build(self, input_shape=None):
+        for layer in (self.word_embeddings, self.position_embeddings, self.token_type_embeddings):
+            layer.build((None, None))
+        self.layer_norm.build((None, None, self.config.hidden_size))
+        self.built = True
+
+    def call(self, input_ids, segment_ids, training=False):
+        seq_len = ops.shape(input_ids)[1]
+        # Positions 0..L-1 are a static slice of the table, not a gather.
+        positions = ops.cast(self.position_embeddings.embeddings[:seq_len], self.compute_dtype)  # [L, H]
+        x = self.word_embeddings(input_ids) + self.token_type_embeddings(segment_ids)  # [B, L, H]
+        x = x + positions[None, :, :]
+        x = self.layer_norm(x)
+        return self.dropout(x, training=training)
+
+    def named_variables(self, prefix: str = "embeddings") -> list:
+        return [
+            (f"{prefix}/word_embeddings", self.word_embeddings.embeddings),
+            (f"{prefix}/position_embeddings", self.position_embeddings.embeddings),
+            (f"{prefix}/token_type_embeddings", self.token_type_embeddings.embeddings),
+            *_norm_vars(f"{prefix}/layer_norm", self.layer_norm),
+        ]
+
+
+class TransformerLayer(keras.layers.Layer):
+    """One post-LN BERT layer: self-attention, add & norm, GELU feed-forward, add & norm."""
+
+    def __init__(self, config: BertConfig, **kwargs):
+        super().__init__(**kwargs)
+        self.config = config
+        h = config.hidden_size
+        self.query = _dense(config, h, "query")
+        self.key = _dense(config, h, "key")
+        self.value = _dense(config, h, "value")
+        self.attention_output = _dense(config, h, "attention_output")
+        self.attention_layer_norm = _layer_norm(config, "attention_layer_norm")
+        self.intermediate = _dense(config, config.intermediate_size, "intermediate")
+        self.output_dense = _dense(config, h, "output")
+        self.output_layer_norm = _layer_norm(config, "output_layer_norm")
+        self.attention_dropout = keras.layers.Dropout(config.attention_probs_dropout_prob)
+        self.hidden_dropout = keras.layers.Dropout(config.hidden_dropout_prob)
+
+    def build(self, input_shape=None):
+        h, i = self.config.hidden_size, self.config.intermediate_size
+        for layer in (self.query, self.key, self.value, self.attention_output, self.intermediate):
+            layer.build((None, None, h))
+        self.output_dense.build((None, None, i))
+        self.attention_layer_norm.build((None, None, h))
+        self.output_layer_norm.build((None, None, h))
+        self.built = True
+
+    def _attention(self, x, mask, training):
+        cfg = self.config
+        batch, seq_len = ops.shape(x)[0], ops.shape(x)[1]
+        heads_shape = (batch, seq_len, cfg.num_attention_heads, cfg.head_size)
+        # Heads are contiguous D-wide column blocks of the flat [H, H] kernels, as in HF.
+        q = ops.reshape(self.query(x), heads_shape)  # [B, L, N, D]
+        k = ops.reshape(self.key(x), heads_shape)
+        v = ops.reshape(self.value(x), heads_shape)
+        if training and cfg.attention_probs_dropout_prob > 0:
+            # Dropout on the probabilities needs them materialised.
+            scores = ops.einsum("btnd,bsnd->bnts", q, k) * ops.cast(cfg.head_size**-0.5, q.dtype)
+            scores = ops.cast(scores, "float32")
+            scores = ops.where(mask, scores, ops.cast(-1e30, "float32"))  # mask [B, 1, 1, L]
+            probs = ops.cast(ops.softmax(scores, axis=-1), q.dtype)  # [B, N, L, L]
+            probs = self.attention_dropout(probs, training=training)
+            context = ops.einsum("bnts,bsnd->btnd", probs, v)
+        else:
+            context = ops.dot_product_attention(q, k, v, mask=mask)  # [B, L, N, D]
+        return ops.reshape(context, (batch, seq_len, cfg.hidden_size))
+
+    def call(self, x, mask, training=False):
+        """Args: x [B, L, H]; mask bool [B, 1, 1, L], True where a key may be attended."""
+        attn = self.attention_output(self._attention(x, mask, training))
+        x = self.attention_layer_norm(x + self.hidden_dropout(attn, training=training))
+        ff = activation(self.config, self.intermediate(x))  # [B, L, I]
+        ff = self.output_dense(ff)
+        return self.output_layer_norm(x + self.hidden_dropout(ff, training=training))
+
+    def named_variables(self, prefix: str) -> list:
+        return [
+            *_dense_vars(f"{prefix}/attention/query", self.query),
+            *_dense_vars(f"{prefix}/attention/key", self.key),
+            *_dense_vars(f"{prefix}/attention/value", self.value),
+            *_dense_vars(f"{prefix}/attention/output", self.attention_output),
+            *_norm_vars(f"{prefix}/attention/layer_norm", self.attention_layer_norm),
+            *_dense_vars(f"{prefix}/intermediate", self.intermediate),
+            *_dense_vars(f"{prefix}/output", self.output_dense),
+            *_norm_vars(f"{prefix}/output/layer_norm", self.output_layer_norm),
+        ]
+
+
+class MaskedLMHead(keras.layers.Layer):
+    """Gathers the masked positions, dense + activation + LayerNorm, then the tied decoder.
+
+    The decoder is the word-embedding matrix (passed to ``call``) plus this layer's own bias.
+    """
+
+    def __init__(self, config: BertConfig, **kwargs):
+        super().__init__(**kwargs)
+        self.config = config
+        self.transform = _dense(config, config.hidden_size, "transform")
+        self.layer_norm = _layer_norm(config, "layer_norm")
+
+    def build(self, input_shape=None):
+        self.transform.build((None, None, self.config.hidden_size))
+        self.layer_norm.build((None, None, self.config.hidden_size))
+        self.output_bias = self.add_weight(
+            shape=(self.config.vocab_size,), initializer="zeros", name="output_bias", autocast=False
+        )
+        self.built = True
+
+    def call(self, sequence_output, positions, word_embeddings):
+        """Args: sequence_output [B, L, H]; positions int [B, P]; word_embeddings [V, H]."""
+        batch, seq_len = ops.shape(sequence_output)[0], ops.shape(sequence_output)[1]
+        num_pred = ops.shape(positions)[1]
+        flat = ops.reshape(sequence_output, (-1, self.config.hidden_size))  # [B*L, H]
+        offsets = ops.arange(batch, dtype="int32")[:, None] * seq_len
+        flat_positions = ops.reshape(ops.cast(positions, "int32") + offsets, (-1,))  # [B*P]
+        x = ops.take(flat, flat_positions, axis=0)
+        x = ops.reshape(x, (batch, num_pred, self.config.hidden_size))  # [B, P, H]
+        x = self.layer_norm(activation(self.config, self.transform(x)))
+        logits = ops.einsum("bph,vh->bpv", x, ops.cast(word_embeddings, x.dtype))  # [B, P, V]
+        return ops.cast(logits, "float32") + ops.cast(self.output_bias, "float32")
+
+    def named_variables(self, prefix: str = "mlm") -> list:
+        return [
+            *_dense_vars(f"{prefix}/transform", self.transform),
+            *_norm_vars(f"{prefix}/transform/layer_norm", self.layer_norm),
+            (f"{prefix}/output_bias", self.output_bias),
+        ]

@@ -1,0 +1,77 @@
+"""Pretraining losses (masked LM + next sentence), normalized over the global batch.
+
+Under ``tf.distribute`` each replica computes its share of the global mean: its local sum
+divided by the global denominator (all-reduced), and Keras sums the replicas' gradients.
+Under JAX with ``keras.distribution`` the arrays are global already. Either way the loss and
+its gradient are those of one replica seeing the whole global batch.
+
+Shape key: B batch (per replica), P predictions per sequence, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+
+def _replica_sum(value):
+    """Sum of ``value`` over the replicas of a ``tf.distribute`` strategy; ``value`` elsewhere."""
+    if keras.backend.backend() != "tensorflow":
+        return value
+    import tensorflow as tf  # only on the TensorFlow backend
+
+    if not tf.distribute.has_strategy() or tf.distribute.in_cross_replica_context():
+        return value
+    ctx = tf.distribute.get_replica_context()
+    if ctx is None or ctx.num_replicas_in_sync == 1:
+        return value
+    return ctx.all_reduce(tf.distribute.ReduceOp.SUM, value)
+
+
+def _num_replicas() -> int:
+    if keras.backend.backend() != "tensorflow":
+        return 1
+    import tensorflow as tf
+
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+def pretraining_losses(*, labels: dict, outputs: dict, use_nsp: bool) -> dict:
+    """Computes this replica's share of the global-batch losses, plus per-example terms for metrics.
+
+    Args:
+        labels: ``masked_lm_ids`` int [B, P], ``masked_lm_weights`` float [B, P],
+            ``next_sentence_labels`` int [B] or [B, 1].
+        outputs: the model's ``mlm_logits`` [B, P, V] and ``nsp_logits`` [B, 2].
+        use_nsp: add the NSP loss (otherwise MLM only).
+
+    Returns:
+        dict with ``loss`` (scalar to differentiate), ``mlm_losses`` [B, P], ``mlm_weights``
+        [B, P], ``mlm_correct`` [B, P], and with NSP ``nsp_losses`` [B], ``nsp_correct`` [B].
+    """
+    mlm_logits = ops.cast(outputs["mlm_logits"], "float32")
+    ids = ops.cast(labels["masked_lm_ids"], "int32")
+    weights = ops.cast(labels["masked_lm_weights"], "float32")
+    mlm_losses = keras.losses.sparse_categorical_crossentropy(ids, mlm_logits, from_logits=True)  # [B, P]
+    # The denominator is not differentiated; 1e-5 guards a batch without any prediction.
+    denominator = ops.stop_gradient(_replica_sum(ops.sum(weights))) + 1e-5
+    loss = ops.sum(mlm_losses * weights) / denominator
+    result = {
+        "mlm_losses": mlm_losses,
+        "mlm_weights": weights,
+        "mlm_correct": ops.cast(
+            ops.equal(ops.cast(ops.argmax(mlm_logits, axis=-1), "int32"), ids), "float32"
+        ),
+    }
+    if use_nsp:
+        nsp_logits = ops.cast(outputs["nsp_logits"], "float32")
+        nsp_labels = ops.reshape(ops.cast(labels["next_sentence_labels"], "int32"), (-1,))  # [B]
+        nsp_losses = keras.losses.sparse_categorical_crossentropy(nsp_labels, nsp_logits, from_logits=True)
+        global_batch = ops.cast(ops.shape(nsp_losses)[0] * _num_replicas(), "float32")
+        loss = loss + ops.sum(nsp_losses) / global_batch
+        result["nsp_losses"] = nsp_losses
+        result["nsp_correct"] = ops.cast(
+            ops.equal(ops.cast(ops.argmax(nsp_logits, axis=-1), "int32"), nsp_labels), "float32"
+        )
+    result["loss"] = loss
+    return result
