@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
-from typing import Iterable
+from collections.abc import Iterable, Iterator
+from typing import BinaryIO
 
+from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 
@@ -63,3 +66,30 @@ def write_json_atomic(path: str, obj: object) -> None:
     """Writes ``obj`` as indented, key-sorted JSON, atomically."""
     text = json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
     write_atomic(path, text.encode("utf-8"))
+
+
+def match_with_sizes(pattern: str) -> list[tuple[str, int]]:
+    """Expands one glob pattern to sorted ``(path, size_in_bytes)`` pairs (empty if none)."""
+    result = FileSystems.match([pattern])[0]
+    return sorted((m.path, m.size_in_bytes) for m in result.metadata_list)
+
+
+@contextlib.contextmanager
+def atomic_create(path: str) -> Iterator[BinaryIO]:
+    """Opens a binary file that appears at ``path`` only once it is complete.
+
+    The bytes are written, uncompressed as given, to a temporary name beside ``path``;
+    on success it is renamed to ``path`` (replacing an older file), on error deleted.
+    """
+    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+    f = FileSystems.create(tmp, compression_type=CompressionTypes.UNCOMPRESSED)
+    try:
+        yield f
+        f.close()
+    except BaseException:
+        f.close()
+        FileSystems.delete([tmp])
+        raise
+    if FileSystems.exists(path):
+        FileSystems.delete([path])
+    FileSystems.rename([tmp], [path])
