@@ -6,9 +6,11 @@ paragraph per line) is split on its own. A sentence ends after:
 - ``।`` (danda) or ``॥`` (double danda), always, even without a following space;
 - ``?`` or ``!`` (also full-width), when followed by whitespace or the end of the line;
 - ``|`` typed as a danda, when followed by whitespace or the end of the line, or when
-  it directly follows a Devanagari character (``नमस्कार|आज``);
-- a Latin capital ``I`` standing alone as a word between a Devanagari word and a word
-  that does not start with a Latin letter (``हैं I आज``; but ``I am`` is English);
+  it touches a Devanagari character (``नमस्कार|आज``, ``है |आपने``);
+- a Latin capital ``I`` standing alone as a word after a Devanagari word, at the end of
+  the line or after a word that commonly ends a sentence (``है``, ``थे``, ``गया``...) and
+  before a word that does not start with a Latin letter (``हैं I आज``; but ``I am`` is
+  English and ``प्रकार I इंटरफेरॉन`` is a Roman numeral);
 - a single ``.`` followed by whitespace or the end of the line, unless the word it ends
   is an abbreviation (``डॉ.``, ``श्री.``, ``Dr.``, ``e.g.``, any word with another ``.``
   inside such as ``म.प्र.`` or ``U.S.``), a single Latin letter or a Latin letter's Hindi
@@ -18,7 +20,9 @@ paragraph per line) is split on its own. A sentence ends after:
   sentence except at the end of the line.
 
 A run of terminators (``?!``, ``।।``) ends one sentence, and closing quotes and brackets
-right after a terminator (``।"``, ``?)``, ``.’``) stay with the sentence they close.
+right after a terminator (``।"``, ``?)``, ``.’``) stay with the sentence they close. A
+piece without any letter or digit (``।।`` before a verse number) joins the next sentence,
+or the previous one at the end of the line.
 """
 
 from __future__ import annotations
@@ -48,8 +52,17 @@ _DEVANAGARI_INITIALS = frozenset({
     "ए", "बी", "सी", "डी", "ई", "एफ", "जी", "एच", "आई", "जे", "के", "एल", "एम", "एन", "ओ", "पी",
     "क्यू", "आर", "एस", "टी", "यू", "वी", "डब्ल्यू", "एक्स", "वाई", "जेड", "ज़ेड",
 })
+# Words that end most Hindi sentences (auxiliaries and common verb forms): a Latin ``I``
+# after one of them is a danda (``बात है I आज``), elsewhere a letter or a Roman numeral
+# (``प्रकार I इंटरफेरॉन``).
+_FINAL_WORDS = frozenset({
+    "है", "हैं", "था", "थी", "थे", "थीं", "हूँ", "हूं", "हो", "गा", "गी", "गे", "चाहिए", "रहा", "रही", "रहे",
+    "गया", "गयी", "गई", "गए", "गये", "दिया", "दी", "दिए", "दिये", "किया", "किए", "किये", "सके", "सकता",
+    "सकती", "सकते", "जाए", "जाये", "जाएं", "जाएँ", "करें", "करेंगे", "लिया", "लिए", "धन्यवाद", "नमस्कार",
+})
 _LATIN_INITIAL = re.compile(r"[A-Za-z]")
 _NUMBER = re.compile(r"[0-9०-९]+")
+_HAS_ALNUM = re.compile(r"[^\W_]")
 _OPENERS = "\"'“‘([{«‹"
 
 
@@ -103,7 +116,7 @@ def split_line(line: str) -> list[str]:
         single spaces gives the line back up to whitespace.
     """
     n = len(line)
-    sentences: list[str] = []
+    cuts: list[int] = []
     start = 0
     pos = 0
     while True:
@@ -131,7 +144,8 @@ def split_line(line: str) -> list[str]:
                 if not (at_break or "।" in run or "॥" in run):
                     continue
             elif "|" in run:
-                if not (at_break or (i > 0 and _is_devanagari(line[i - 1]))):
+                if not (at_break or (i > 0 and _is_devanagari(line[i - 1]))
+                        or (end < n and _is_devanagari(line[end]))):
                     continue
             elif run.count(".") == len(run):
                 if not at_break:
@@ -141,18 +155,35 @@ def split_line(line: str) -> list[str]:
                         continue
                 elif not _period_ends_sentence(line, start, i, end):
                     continue
-        sentence = line[start:end].strip()
-        if sentence:
-            sentences.append(sentence)
+        if line[start:end].strip():
+            cuts.append(end)
         start = end
-    rest = line[start:].strip()
-    if rest:
-        sentences.append(rest)
-    return sentences
+    return _pieces(line, cuts)
+
+
+def _pieces(line: str, cuts: list[int]) -> list[str]:
+    """Cuts ``line`` at ``cuts``; a piece without letters or digits joins its neighbour."""
+    bounds = [0, *cuts, len(line)]
+    pieces = [(bounds[k], bounds[k + 1]) for k in range(len(bounds) - 1) if line[bounds[k]:bounds[k + 1]].strip()]
+    merged: list[list[int]] = []
+    pending_start = None
+    for a, b in pieces:
+        if pending_start is not None:
+            a, pending_start = pending_start, None
+        if not _HAS_ALNUM.search(line, a, b):
+            if merged:
+                merged[-1][1] = b
+            else:
+                pending_start = a
+            continue
+        merged.append([a, b])
+    if pending_start is not None:
+        merged.append([pending_start, len(line)])
+    return [line[a:b].strip() for a, b in merged]
 
 
 def _is_spaced_i_danda(line: str, i: int) -> bool:
-    """True for a Latin ``I`` written as a danda: ``<Devanagari> I <not Latin>``."""
+    """True for a Latin ``I`` written as a danda (see the module docstring)."""
     n = len(line)
     if i == 0 or not line[i - 1].isspace():
         return False
@@ -163,10 +194,13 @@ def _is_spaced_i_danda(line: str, i: int) -> bool:
         k -= 1
     if k < 0 or not _is_devanagari(line[k]):
         return False
+    previous = _word_before(line, 0, k + 1)
     k = i + 1
     while k < n and line[k].isspace():
         k += 1
-    return k >= n or not _is_ascii_letter(line[k])
+    if k >= n:
+        return True
+    return not _is_ascii_letter(line[k]) and previous in _FINAL_WORDS
 
 
 def split_sentences(lines: list[str]) -> list[str]:
