@@ -25,9 +25,9 @@ stops a run.
 
 from __future__ import annotations
 
-import gzip
 import json
 import re
+import zlib
 from collections.abc import Callable, Iterator
 from typing import BinaryIO, NamedTuple
 
@@ -59,6 +59,7 @@ MALFORMED_REASONS = (
 #: Bytes of a malformed record kept in ``rejected/`` (the rest is counted in ``raw_bytes``).
 RAW_PREVIEW_BYTES = 64 * 1024
 _READ_CHUNK = 1 << 20
+_RAW_CHUNK = 1 << 16
 _BLANK_BYTES = b" \t\r\x0b\x0c"
 _BOM = b"\xef\xbb\xbf"
 
@@ -166,39 +167,53 @@ def detect_format(path: str, exists: Callable[[str], bool]) -> tuple[str, str | 
 # ---------------------------------------------------------------------------- streams
 
 
-class _ZstdReader:
-    """A Zstandard decompressing reader that raises on a truncated stream.
+class _FramedReader:
+    """Decompresses concatenated frames (gzip members, Zstandard frames) from a raw stream.
 
-    ``zstandard``'s own stream reader returns a short read, without error, for a frame
-    that stops in the middle; this one checks that the last frame was complete.
+    Data is returned as soon as it is decompressed, so a truncated file still yields
+    everything before the cut; the read after that raises ``EOFError``. (``gzip.GzipFile``
+    drops the data of the read that hits the cut, and ``zstandard``'s stream reader
+    reports no error at all for a frame that stops in the middle.)
     """
 
-    def __init__(self, raw: BinaryIO):
+    def __init__(self, raw: BinaryIO, new_decompressor: Callable[[], object], name: str):
         self._raw = raw
-        self._dctx = zstandard.ZstdDecompressor()
+        self._new = new_decompressor
+        self._name = name
         self._obj = None
-        self._pending = b""
+        self._input = b""
         self._done = False
+        self._error: Exception | None = None
 
     def read(self, size: int = -1) -> bytes:
-        out = []
+        if self._error is not None:
+            raise self._error
+        out: list[bytes] = []
         got = 0
         while not self._done and (size < 0 or got < size):
             if self._obj is not None and self._obj.eof:
-                leftover = self._obj.unused_data
+                self._input = self._obj.unused_data + self._input
                 self._obj = None
-                if leftover:
-                    self._pending = leftover + self._pending
-            data = self._pending or self._raw.read(_READ_CHUNK)
-            self._pending = b""
-            if not data:
-                if self._obj is not None and not self._obj.eof:
-                    raise EOFError("Zstandard stream ended in the middle of a frame (truncated file)")
-                self._done = True
-                break
+            if not self._input:
+                self._input = self._raw.read(_RAW_CHUNK)
+                if not self._input:
+                    self._done = True
+                    if self._obj is not None:
+                        self._error = EOFError(f"{self._name} stream ends in the middle of a frame (truncated file)")
+                        if not out:
+                            raise self._error
+                    break
             if self._obj is None:
-                self._obj = self._dctx.decompressobj()
-            chunk = self._obj.decompress(data)
+                self._obj = self._new()
+            data, self._input = self._input, b""
+            try:
+                chunk = self._obj.decompress(data)
+            except Exception as e:  # noqa: BLE001 - zlib.error, ZstdError: reported after the good data
+                self._done = True
+                self._error = OSError(f"corrupt {self._name} data: {e}")
+                if not out:
+                    raise self._error from e
+                break
             if chunk:
                 out.append(chunk)
                 got += len(chunk)
@@ -208,9 +223,10 @@ class _ZstdReader:
 def open_decompressed(raw: BinaryIO, compression: str | None) -> BinaryIO:
     """Wraps a raw byte stream in the decompressor ``compression`` names (None: as is)."""
     if compression == "gzip":
-        return gzip.GzipFile(fileobj=raw, mode="rb")
+        return _FramedReader(raw, lambda: zlib.decompressobj(wbits=31), "gzip")
     if compression == "zstd":
-        return _ZstdReader(raw)
+        dctx = zstandard.ZstdDecompressor()
+        return _FramedReader(raw, dctx.decompressobj, "Zstandard")
     return raw
 
 
