@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -130,3 +134,51 @@ def test_matches_torch_flop_counter_on_hugging_face_bert():
     dims = ModelDims(hidden_size=16, num_hidden_layers=2, intermediate_size=40, vocab_size=50)
     expected = flops.train_step_flops(dims, batch_size=batch, seq_length=seq, max_predictions=seq)
     assert counter.get_total_flops() == expected
+
+
+def test_gpu_benchmark_keras_path_runs_without_tensorflow(tmp_path, repo_root):
+    """The GPU benchmark's Keras side (model, optimizer, FLOPs) on JAX with TensorFlow blocked.
+
+    The GPU machines have no TensorFlow; this runs the same worker on CPU at a toy size.
+    """
+    pytest.importorskip("jax")
+    out = tmp_path / "gpu_bench.json"
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.gpu_bench",
+        "--device",
+        "cpu",
+        "--size",
+        "tiny",
+        "--vocab_size",
+        "64",
+        "--batch_size",
+        "2",
+        "--seq_length",
+        "16",
+        "--max_predictions",
+        "3",
+        "--steps",
+        "1",
+        "--warmup",
+        "1",
+        "--peak_tflops",
+        "1",
+        "--runs",
+        "keras_jax",
+        "--optional_runs",
+        "",
+        "--out",
+        str(out),
+    ]
+    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run(cmd, cwd=repo_root, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (result,) = json.loads(out.read_text())["results"]
+    assert result["tensorflow_imported"] is False
+    assert math.isfinite(result["loss"]) and result["loss"] > 0
+    dims = ModelDims(hidden_size=128, num_hidden_layers=2, intermediate_size=512, vocab_size=64)
+    assert result["model_flops_per_step"] == flops.train_step_flops(
+        dims, batch_size=2, seq_length=16, max_predictions=3
+    )
