@@ -1,0 +1,131 @@
+"""The model card (``README.md``) of the converted folder: data, training, final metrics, usage.
+
+Built from the export's ``bert_config.json`` and ``training_state.json`` (step, examples seen,
+final metrics, and the copy of the data's ``metadata.json``). Keys the card does not know are
+still listed, so nothing the trainer records is lost; keys it expects and does not find are
+left out rather than guessed.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+#: Keys of ``training_state.json`` that may hold the data's ``metadata.json`` copy.
+_DATA_KEYS = ("data_metadata", "metadata", "data")
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, (dict, list)):
+        return "`" + json.dumps(value, sort_keys=True, ensure_ascii=False) + "`"
+    return str(value)
+
+
+def _table(rows: list[tuple[str, Any]]) -> list[str]:
+    if not rows:
+        return []
+    return ["| | |", "|---|---|"] + [f"| {k} | {_fmt(v)} |" for k, v in rows] + [""]
+
+
+def _data_section(metadata: dict | None) -> list[str]:
+    lines = ["## Training data", ""]
+    if not metadata:
+        return lines + ["The training state records no data metadata.", ""]
+    rows = [
+        (key, metadata[key])
+        for key in (
+            "format",
+            "max_seq_length",
+            "max_predictions_per_seq",
+            "vocab_size",
+            "nsp",
+            "masking",
+            "short_seq_prob",
+            "dupe_factor",
+            "seed",
+        )
+        if key in metadata
+    ]
+    for split, info in sorted((metadata.get("splits") or {}).items()):
+        if isinstance(info, dict) and "num_examples" in info:
+            rows.append((f"{split} examples", info["num_examples"]))
+    counts = metadata.get("input_counts") or {}
+    for key, value in counts.items():
+        rows.append((f"input: {key.replace('_', ' ')}", value))
+    return lines + _table(rows)
+
+
+def _training_section(state: dict) -> list[str]:
+    lines = ["## Training", ""]
+    scalars = [(k, v) for k, v in sorted(state.items()) if k not in _DATA_KEYS and not isinstance(v, dict)]
+    lines += _table(scalars) or ["No training state was recorded.", ""]
+    for key, value in sorted(state.items()):
+        if key in _DATA_KEYS or not isinstance(value, dict):
+            continue
+        lines += [f"### {key.replace('_', ' ')}", ""] + _table(sorted(value.items()))
+    return lines
+
+
+def render(*, config: dict, training_state: dict, vocab_size: int, language: str | None = "hi") -> str:
+    """Returns the model card text.
+
+    Args:
+        config: the ``bert_config.json`` dict.
+        training_state: the ``training_state.json`` dict.
+        vocab_size: tokens in ``vocab.txt``.
+        language: ISO code for the card's metadata header (None to omit it).
+    """
+    metadata = next((training_state[k] for k in _DATA_KEYS if isinstance(training_state.get(k), dict)), None)
+    header = ["---"]
+    if language:
+        header += [f"language: {language}"]
+    header += [
+        "library_name: transformers",
+        "pipeline_tag: fill-mask",
+        "tags:",
+        "- bert",
+        "- fill-mask",
+        "---",
+        "",
+    ]
+    size = (
+        f"{config['num_hidden_layers']} layers, hidden size {config['hidden_size']}, "
+        f"{config['num_attention_heads']} attention heads, feed-forward {config['intermediate_size']}"
+    )
+    lines = header + [
+        "# BERT pretrained from scratch",
+        "",
+        f"A BERT encoder ({size}) with its masked-LM and next-sentence heads "
+        f"(`BertForPreTraining`), trained from scratch with masked-LM"
+        f"{' and next-sentence prediction' if config.get('use_nsp', True) else ' only (no NSP)'}"
+        f" and converted from the trainer's export. Vocabulary: {vocab_size} WordPiece tokens, cased, "
+        "accents kept (no lowercasing, no accent stripping).",
+        "",
+        "## Model",
+        "",
+    ]
+    lines += _table(sorted(config.items()))
+    lines += _data_section(metadata)
+    lines += _training_section(training_state)
+    lines += [
+        "## How to use",
+        "",
+        "```python",
+        "from transformers import AutoModelForMaskedLM, AutoTokenizer, pipeline",
+        "",
+        'tokenizer = AutoTokenizer.from_pretrained("PATH")',
+        'model = AutoModelForMaskedLM.from_pretrained("PATH")',
+        'fill = pipeline("fill-mask", model=model, tokenizer=tokenizer)',
+        'print(fill(f"भारत की राजधानी {tokenizer.mask_token} है।"))',
+        "```",
+        "",
+        "`AutoModelForPreTraining` gives both heads, `AutoModel` the encoder and pooler.",
+        "The tokenizer loads `tokenizer.json` as it is (class `PreTrainedTokenizerFast`), so it",
+        "normalizes text exactly as the training data was (NFC, control characters removed,",
+        "zero-width joiners kept); transformers' `BertTokenizer` would rebuild a different",
+        f"normalizer. `hidden_act` is the activation used in training (`{config['hidden_act']}`).",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,143 @@
+"""Reads and checks the vocabulary directory; makes the tokenizer files of the Hugging Face folder.
+
+The vocabulary stage writes ``vocab/{vocab.txt, tokenizer.json, tokenizer_config.json,
+special_tokens_map.json}`` (docs/data_format.md). ``tokenizer.json`` carries the normalizer
+and pre-tokenizer that made the training data (NFC, control characters removed, format
+characters such as ZWJ kept, nothing lowercased, no accent stripped).
+
+transformers 5's ``BertTokenizer`` (``BertTokenizerFast`` is an alias) rebuilds its pipeline
+from ``vocab.txt`` with ``BertNormalizer``, whose text cleaning deletes format characters and
+which skips NFC: it would tokenize some Hindi text differently from the training data. The
+written ``tokenizer_config.json`` therefore names ``PreTrainedTokenizerFast``, which loads
+``tokenizer.json`` as it is; ``do_lower_case=false`` and ``strip_accents=false`` are recorded
+for readers of the file, and ``model_input_names`` keeps ``token_type_ids``.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+
+from trainer import fileio
+
+VOCAB_TXT = "vocab.txt"
+TOKENIZER_JSON = "tokenizer.json"
+TOKENIZER_CONFIG = "tokenizer_config.json"
+SPECIAL_TOKENS_MAP = "special_tokens_map.json"
+REQUIRED_FILES = (VOCAB_TXT, TOKENIZER_JSON)
+
+#: role in ``special_tokens_map.json`` -> token (docs/data_format.md: ids 0-4 in this order).
+SPECIAL_TOKENS = {
+    "pad_token": "[PAD]",
+    "unk_token": "[UNK]",
+    "cls_token": "[CLS]",
+    "sep_token": "[SEP]",
+    "mask_token": "[MASK]",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Vocabulary:
+    """The vocabulary directory's content.
+
+    Attributes:
+        directory: where it was read.
+        tokens: every token, id = position (``vocab.txt``).
+        tokenizer_json: ``tokenizer.json`` as text.
+        special_tokens: role -> token.
+    """
+
+    directory: str
+    tokens: tuple[str, ...]
+    tokenizer_json: str
+    special_tokens: dict[str, str]
+
+    @property
+    def size(self) -> int:
+        return len(self.tokens)
+
+    def token_id(self, role: str) -> int:
+        return self.tokens.index(self.special_tokens[role])
+
+
+def read_vocabulary(vocab_dir: str) -> Vocabulary:
+    """Reads and checks a vocabulary directory.
+
+    Raises:
+        FileNotFoundError: listing every missing required file.
+        ValueError: when ``tokenizer.json`` and ``vocab.txt`` disagree, a token repeats, or a
+            special token is absent; the message lists the differences.
+    """
+    paths = {name: fileio.join(vocab_dir, name) for name in REQUIRED_FILES}
+    missing = [path for path in paths.values() if not fileio.exists(path)]
+    if missing:
+        raise FileNotFoundError(f"vocabulary directory {vocab_dir} lacks {missing}")
+    tokens = tuple(line.rstrip("\r") for line in fileio.read_text(paths[VOCAB_TXT]).split("\n"))
+    tokens = tokens[:-1] if tokens and tokens[-1] == "" else tokens
+    problems = []
+    repeated = sorted(t for t, n in collections.Counter(tokens).items() if n > 1)
+    if repeated:
+        problems.append(f"{paths[VOCAB_TXT]} repeats token(s) {repeated[:10]}")
+    tokenizer_json = fileio.read_text(paths[TOKENIZER_JSON])
+    try:
+        model = json.loads(tokenizer_json)["model"]
+        tj_vocab = model["vocab"]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise ValueError(
+            f"{paths[TOKENIZER_JSON]}: not a tokenizers file with a model vocabulary ({e})"
+        ) from e
+    if model.get("type") != "WordPiece":
+        problems.append(f"{paths[TOKENIZER_JSON]}: model type {model.get('type')!r}, expected 'WordPiece'")
+    if len(tj_vocab) != len(tokens):
+        problems.append(
+            f"{paths[TOKENIZER_JSON]} has {len(tj_vocab)} tokens, {paths[VOCAB_TXT]} has {len(tokens)}"
+        )
+    differing = [(t, i, tj_vocab.get(t)) for i, t in enumerate(tokens) if tj_vocab.get(t) != i]
+    if differing and len(tj_vocab) == len(tokens):
+        problems.append(
+            f"{len(differing)} token id(s) differ between {VOCAB_TXT} and {TOKENIZER_JSON} "
+            f"(token, vocab.txt id, tokenizer.json id): {differing[:5]}"
+        )
+    special = dict(SPECIAL_TOKENS)
+    map_path = fileio.join(vocab_dir, SPECIAL_TOKENS_MAP)
+    if fileio.exists(map_path):
+        for role, value in json.loads(fileio.read_text(map_path)).items():
+            if role in special:
+                special[role] = value["content"] if isinstance(value, dict) else value
+    absent = sorted(token for token in special.values() if token not in tokens)
+    if absent:
+        problems.append(f"special token(s) {absent} not in {paths[VOCAB_TXT]}")
+    if problems:
+        raise ValueError(f"bad vocabulary directory {vocab_dir}: " + "; ".join(problems))
+    return Vocabulary(
+        directory=vocab_dir, tokens=tokens, tokenizer_json=tokenizer_json, special_tokens=special
+    )
+
+
+def tokenizer_config(vocab: Vocabulary, *, model_max_length: int) -> dict:
+    """The ``tokenizer_config.json`` of the Hugging Face folder (see the module docstring)."""
+    return {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "do_lower_case": False,
+        "strip_accents": False,
+        "tokenize_chinese_chars": True,
+        "clean_up_tokenization_spaces": False,
+        "model_max_length": model_max_length,
+        "model_input_names": ["input_ids", "token_type_ids", "attention_mask"],
+        **vocab.special_tokens,
+    }
+
+
+def tokenizer_files(vocab: Vocabulary, *, model_max_length: int) -> dict[str, bytes]:
+    """Every tokenizer file of the Hugging Face folder, by name."""
+
+    def as_json(obj) -> bytes:
+        return (json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
+
+    return {
+        VOCAB_TXT: "".join(f"{t}\n" for t in vocab.tokens).encode("utf-8"),
+        TOKENIZER_JSON: vocab.tokenizer_json.encode("utf-8"),
+        TOKENIZER_CONFIG: as_json(tokenizer_config(vocab, model_max_length=model_max_length)),
+        SPECIAL_TOKENS_MAP: as_json(vocab.special_tokens),
+    }
