@@ -20,6 +20,8 @@ logger = logging.getLogger(__name__)
 class _CountWordsInBundle(beam.DoFn):
     """str line -> (word, partial count): counts a whole bundle before emitting anything.
 
+    Blank lines (document ends) are skipped; the ``lines`` counter counts the others.
+
     Beam's per-element cost is paid once per distinct word of a bundle instead of once per
     occurrence; the counter is flushed when it holds ``max_distinct`` words, bounding memory.
     """
@@ -37,6 +39,8 @@ class _CountWordsInBundle(beam.DoFn):
         self._num_lines = 0
 
     def process(self, line: str):
+        if not line or line.isspace():  # the blank line that ends a document
+            return
         self._num_lines += 1
         self._counts.update(self._splitter.split(line))
         if len(self._counts) >= self._max_distinct:
