@@ -27,6 +27,7 @@ from keras import ops
 from trainer import losses
 from trainer.config import BertConfig
 from trainer.layers import BertEmbeddings, MaskedLMHead, TransformerLayer
+from trainer.variables import to_numpy
 
 INPUT_NAMES = ("input_ids", "input_mask", "segment_ids", "masked_lm_positions")
 LABEL_NAMES = ("masked_lm_ids", "masked_lm_weights", "next_sentence_labels")
@@ -129,7 +130,7 @@ class BertPretrainingModel(keras.Model):
 
     def get_named_weights(self) -> dict[str, np.ndarray]:
         """Every weight as a float32 numpy array under its export name."""
-        return {name: _to_numpy(v).astype(np.float32) for name, v in self.named_variables().items()}
+        return {name: to_numpy(v).astype(np.float32) for name, v in self.named_variables().items()}
 
     def set_named_weights(self, weights: dict) -> None:
         """Assigns every weight from ``weights`` (export name -> array).
@@ -164,11 +165,3 @@ class BertPretrainingModel(keras.Model):
     @classmethod
     def from_config(cls, config):
         return cls(BertConfig.from_dict(config["bert_config"]), name=config.get("name"))
-
-
-def _to_numpy(variable) -> np.ndarray:
-    value = variable.value
-    if keras.backend.backend() == "jax" and not getattr(value, "is_fully_addressable", True):
-        # Multi-host JAX: the weights are replicated, so this host's shard is the whole array.
-        value = value.addressable_data(0)
-    return np.asarray(ops.convert_to_numpy(value))

@@ -39,7 +39,7 @@ def export_weights(
     means the export is complete.
     """
     fileio.makedirs(export_dir)
-    tensors = {name: np.ascontiguousarray(value, dtype=np.float32) for name, value in weights.items()}
+    tensors = {name: np.array(value, dtype=np.float32, order="C") for name, value in weights.items()}
     fileio.write_bytes_atomic(
         fileio.join(export_dir, WEIGHTS_NAME), save_safetensors(tensors, metadata={"format": "np"})
     )

@@ -1,0 +1,143 @@
+"""Where the model runs: a ``tf.distribute`` strategy (TensorFlow backend) or a
+``keras.distribution`` data-parallel layout (JAX backend), chosen by ``--strategy``.
+
+TensorFlow: ``tpu`` is ``TPUStrategy``; ``gpu`` is ``MirroredStrategy`` over the visible GPUs;
+``cpu`` is the default strategy on the CPU, or ``MirroredStrategy`` over ``cpu_replicas``
+logical CPU devices (for tests); ``auto`` picks TPU when ``--tpu`` is given, else the GPUs,
+else the CPU. JAX: every device of the chosen platform in one data-parallel mesh (all hosts of
+a TPU pod after ``jax.distributed.initialize``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+
+logger = logging.getLogger("trainer")
+
+STRATEGIES = ("auto", "tpu", "gpu", "cpu")
+
+
+@dataclasses.dataclass
+class Runtime:
+    """The devices a job trains on.
+
+    Attributes:
+        backend: ``"tensorflow"`` or ``"jax"``.
+        strategy: the ``tf.distribute.Strategy`` (TensorFlow) or None.
+        num_replicas: data-parallel replicas over all hosts.
+        num_hosts, host_index: input pipelines and this one's index; on TensorFlow the
+            strategy splits one global-batch dataset itself, so these are 1 and 0.
+        jit_compile: whether the train step may be XLA-compiled here.
+        description: one line for the log.
+    """
+
+    backend: str
+    strategy: object | None
+    num_replicas: int
+    num_hosts: int
+    host_index: int
+    jit_compile: bool
+    description: str
+
+    def scope(self):
+        return self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
+
+
+def prepare_environment(backend: str, cpu_replicas: int) -> None:
+    """Sets what must be set before the backend starts (JAX host device count)."""
+    if backend == "jax" and cpu_replicas > 1:
+        flag = f"--xla_force_host_platform_device_count={cpu_replicas}"
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + flag).strip()
+
+
+def create_runtime(*, strategy: str, tpu: str | None, cpu_replicas: int, jit_compile: bool) -> Runtime:
+    """Builds the ``Runtime`` for the current Keras backend.
+
+    Raises:
+        ValueError: for an unknown strategy, or a GPU strategy without a GPU.
+    """
+    import keras
+
+    if strategy not in STRATEGIES:
+        raise ValueError(f"--strategy {strategy!r} not in {STRATEGIES}")
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        return _tf_runtime(strategy, tpu, cpu_replicas, jit_compile)
+    if backend == "jax":
+        return _jax_runtime(strategy, cpu_replicas, jit_compile)
+    raise ValueError(f"KERAS_BACKEND={backend!r} is not supported; use tensorflow or jax")
+
+
+def _tf_runtime(strategy: str, tpu: str | None, cpu_replicas: int, jit_compile: bool) -> Runtime:
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if strategy == "auto":
+        strategy = "tpu" if tpu else ("gpu" if gpus else "cpu")
+    if strategy == "tpu":
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or "local")
+        if tpu and tpu != "local":
+            tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+        s = tf.distribute.TPUStrategy(resolver)
+        return Runtime(
+            "tensorflow", s, s.num_replicas_in_sync, 1, 0, jit_compile, f"TPUStrategy ({tpu or 'local'})"
+        )
+    if strategy == "gpu":
+        if not gpus:
+            raise ValueError("--strategy gpu: TensorFlow sees no GPU")
+        s = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+        n = len(gpus)
+        return Runtime("tensorflow", s, n, 1, 0, jit_compile, f"{n} GPU(s)")
+    tf.config.set_visible_devices([], "GPU")
+    if cpu_replicas > 1:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * cpu_replicas
+        )
+        devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+        s = tf.distribute.MirroredStrategy(devices)
+        if jit_compile:
+            # XLA fails on cross-device variables of logical CPU devices (Keras 3.15, TF 2.21).
+            logger.info("jit_compile is off: MirroredStrategy over logical CPU devices does not support it")
+        return Runtime(
+            "tensorflow", s, cpu_replicas, 1, 0, False, f"MirroredStrategy over {cpu_replicas} CPU devices"
+        )
+    return Runtime("tensorflow", None, 1, 1, 0, jit_compile, "CPU")
+
+
+def _jax_runtime(strategy: str, cpu_replicas: int, jit_compile: bool) -> Runtime:
+    import jax
+    import keras
+
+    if strategy == "tpu":
+        # Multi-host pods: every host joins before any device is touched.
+        keras.distribution.initialize()
+    if strategy == "cpu":
+        devices = jax.devices("cpu")
+    elif strategy in ("tpu", "gpu"):
+        devices = jax.devices(strategy)
+    else:
+        devices = jax.devices()
+    if cpu_replicas > 1 and len(devices) != cpu_replicas:
+        raise ValueError(
+            f"--cpu_replicas {cpu_replicas}: JAX sees {len(devices)} devices (set XLA_FLAGS before start)"
+        )
+    if len(devices) > 1 or jax.process_count() > 1:
+        # The input pipeline shards files per host itself, hence no auto-sharding.
+        keras.distribution.set_distribution(
+            keras.distribution.DataParallel(devices=devices, auto_shard_dataset=False)
+        )
+    platform = devices[0].platform
+    return Runtime(
+        "jax",
+        None,
+        len(devices),
+        jax.process_count(),
+        jax.process_index(),
+        True,  # JAX always compiles the step
+        f"JAX {platform} x{len(devices)} over {jax.process_count()} host(s)",
+    )

@@ -1,0 +1,173 @@
+"""``tf.data`` input for pretraining: TFRecords (local or ``gs://``) to static-shape int32 batches.
+
+Training: file-level shuffle, repeat, parallel interleave of the files, record shuffle,
+``batch(drop_remainder=True)``, vectorized parsing, prefetch. Evaluation: the files in order,
+one pass (or ``eval_steps`` batches), the same batching. Each element is
+``(features, labels)`` as ``BertPretrainingModel.fit`` takes them.
+
+Shape key: B batch, L max_seq_length, P max_predictions_per_seq.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from trainer.data_spec import DataSpec
+
+# Records in the shuffle buffer: ~20 MB at seq 128, enough to mix neighbouring files.
+SHUFFLE_BUFFER = 10_000
+CYCLE_LENGTH = 8
+
+
+def feature_spec(spec: DataSpec) -> dict:
+    seq, pred = spec.max_seq_length, spec.max_predictions_per_seq
+    return {
+        "input_ids": tf.io.FixedLenFeature([seq], tf.int64),
+        "input_mask": tf.io.FixedLenFeature([seq], tf.int64),
+        "segment_ids": tf.io.FixedLenFeature([seq], tf.int64),
+        "masked_lm_positions": tf.io.FixedLenFeature([pred], tf.int64),
+        "masked_lm_ids": tf.io.FixedLenFeature([pred], tf.int64),
+        "masked_lm_weights": tf.io.FixedLenFeature([pred], tf.float32),
+        "next_sentence_labels": tf.io.FixedLenFeature([1], tf.int64),
+    }
+
+
+def _split_features(parsed: dict) -> tuple[dict, dict]:
+    # TPUs want int32; the weights stay float32.
+    as_int = {k: tf.cast(v, tf.int32) for k, v in parsed.items() if v.dtype == tf.int64}
+    features = {k: as_int[k] for k in ("input_ids", "input_mask", "segment_ids", "masked_lm_positions")}
+    labels = {
+        "masked_lm_ids": as_int["masked_lm_ids"],
+        "masked_lm_weights": parsed["masked_lm_weights"],
+        "next_sentence_labels": tf.reshape(as_int["next_sentence_labels"], [-1]),  # [B]
+    }
+    return features, labels
+
+
+def list_files(pattern: str) -> list[str]:
+    files = sorted(tf.io.gfile.glob(pattern))
+    if not files:
+        raise ValueError(f"no files match {pattern}")
+    return files
+
+
+def check_records(files: list[str], spec: DataSpec) -> None:
+    """Reads the first record of ``files[0]`` and refuses it unless its features fit ``spec``.
+
+    Raises:
+        ValueError: naming the file, the feature, its length and the expected length.
+    """
+    dataset = tf.data.TFRecordDataset(files[:1], compression_type=spec.compression or "")
+    try:
+        record = next(iter(dataset.take(1)), None)
+    except tf.errors.OpError as e:
+        raise ValueError(
+            f"{files[0]}: cannot read a TFRecord (compression={spec.compression}): {e.message}"
+        ) from e
+    if record is None:
+        return  # an empty shard: nothing to check here
+    example = tf.train.Example.FromString(record.numpy())
+    expected = {
+        "input_ids": spec.max_seq_length,
+        "input_mask": spec.max_seq_length,
+        "segment_ids": spec.max_seq_length,
+        "masked_lm_positions": spec.max_predictions_per_seq,
+        "masked_lm_ids": spec.max_predictions_per_seq,
+        "masked_lm_weights": spec.max_predictions_per_seq,
+        "next_sentence_labels": 1,
+    }
+    problems = []
+    for name, length in expected.items():
+        if name not in example.features.feature:
+            problems.append(f"feature {name!r} is missing")
+            continue
+        feature = example.features.feature[name]
+        values = feature.float_list.value if name == "masked_lm_weights" else feature.int64_list.value
+        if len(values) != length:
+            flag = "max_seq_length" if length == spec.max_seq_length else "max_predictions_per_seq"
+            problems.append(f"{name} has length {len(values)} but {flag}={length} ({spec.source})")
+    if problems:
+        raise ValueError(f"{files[0]}: the first record does not fit the data spec: " + "; ".join(problems))
+
+
+def make_dataset(
+    spec: DataSpec,
+    *,
+    pattern: str,
+    batch_size: int,
+    training: bool,
+    seed: int = 0,
+    num_shards: int = 1,
+    shard_index: int = 0,
+    skip_batches: int = 0,
+) -> tf.data.Dataset:
+    """The dataset of ``(features, labels)`` batches of ``batch_size`` (static shape).
+
+    Args:
+        spec: shapes and compression of the records.
+        pattern: the files to read (glob, local or ``gs://``).
+        batch_size: examples per batch produced by this input pipeline.
+        training: shuffle and repeat forever (else one ordered pass).
+        seed: seed of both shuffles; the order is the same for the same seed.
+        num_shards, shard_index: read only every ``num_shards``-th file from ``shard_index``
+            (one shard per host); refused when there are fewer files than shards.
+        skip_batches: batches to skip at the start (an exact continuation after a resume).
+    """
+    files = list_files(pattern)
+    if num_shards > 1:
+        if len(files) < num_shards:
+            raise ValueError(f"{pattern}: {len(files)} file(s) cannot be sharded over {num_shards} hosts")
+        files = files[shard_index::num_shards]
+    compression = spec.compression or ""
+    ds = tf.data.Dataset.from_tensor_slices(files)
+    if training:
+        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True).repeat()
+        ds = ds.interleave(
+            lambda f: tf.data.TFRecordDataset(f, compression_type=compression),
+            cycle_length=min(CYCLE_LENGTH, len(files)),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,  # a fixed order for a fixed seed
+        )
+        ds = ds.shuffle(SHUFFLE_BUFFER, seed=seed + 1, reshuffle_each_iteration=True)
+    else:
+        ds = tf.data.TFRecordDataset(ds, compression_type=compression)
+    if skip_batches:
+        ds = ds.skip(skip_batches * batch_size)  # raw records: skipped before parsing
+    ds = ds.batch(batch_size, drop_remainder=True)
+    parse_spec = feature_spec(spec)
+    ds = ds.map(
+        lambda records: _split_features(tf.io.parse_example(records, parse_spec)),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def make_synthetic_dataset(
+    spec: DataSpec, *, batch_size: int, vocab_size: int, seed: int = 0
+) -> tf.data.Dataset:
+    """Random batches of the right shapes and value ranges, a new one per step (no files)."""
+    seq, pred = spec.max_seq_length, spec.max_predictions_per_seq
+
+    def batch(index):
+        s = tf.stack([tf.cast(seed, tf.int64), index])
+        ids = tf.random.stateless_uniform([batch_size, seq], s, 5, vocab_size, dtype=tf.int32)
+        scores = tf.random.stateless_uniform([batch_size, seq - 1], s + 1)
+        positions = tf.sort(tf.argsort(scores, axis=-1)[:, :pred] + 1, axis=-1)  # [B, P] in 1..L-1
+        half = seq // 2
+        features = {
+            "input_ids": ids,
+            "input_mask": tf.ones([batch_size, seq], tf.int32),
+            "segment_ids": tf.concat(
+                [tf.zeros([batch_size, half], tf.int32), tf.ones([batch_size, seq - half], tf.int32)], axis=1
+            ),
+            "masked_lm_positions": tf.cast(positions, tf.int32),
+        }
+        labels = {
+            "masked_lm_ids": tf.gather(ids, positions, batch_dims=1),
+            "masked_lm_weights": tf.ones([batch_size, pred], tf.float32),
+            "next_sentence_labels": tf.random.stateless_uniform([batch_size], s + 2, 0, 2, dtype=tf.int32),
+        }
+        return features, labels
+
+    ds = tf.data.Dataset.range(2**62).map(batch, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
