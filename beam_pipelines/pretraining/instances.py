@@ -12,7 +12,7 @@ the instance is labelled 0 (not random), because B then is no sample of another
 document; the reference labels it 1 anyway.
 
 ``create_packed_instances`` is the MLM-only packing (``--no_nsp``): contiguous
-sentences fill whole sequences, crossing document boundaries with a [SEP].
+text fills whole sequences, crossing document boundaries with a [SEP].
 """
 
 from __future__ import annotations
@@ -204,9 +204,10 @@ def create_packed_instances(
 ) -> list[Instance]:
     """MLM-only instances: [CLS] contiguous sentences [SEP], documents joined by [SEP].
 
-    Sentences are added whole while they fit the target length (``max_seq_length - 2``,
-    or with probability ``short_seq_prob`` a random length from 2); a sentence longer
-    than a whole sequence is cut into pieces. Segment ids are all 0, labels 0.
+    The token stream of the documents (in the given order) fills each sequence up to the
+    target length (``max_seq_length - 2``, or with probability ``short_seq_prob`` a random
+    length from 2), so a sentence may continue in the next sequence; a document boundary
+    inside a sequence is one [SEP]. Segment ids are all 0, labels 0.
     """
     cls_id, sep_id = masking.cls_id, masking.sep_id
     max_num_tokens = max_seq_length - 2
@@ -250,16 +251,9 @@ def create_packed_instances(
             rest = list(sentence)
             while rest:
                 room = target - len(current)
-                if len(rest) <= room:
-                    current.extend(rest)
-                    rest = []
-                elif not current:
-                    current.extend(rest[:room])
-                    rest = rest[room:]
+                current.extend(rest[:room])
+                rest = rest[room:]
+                if len(current) >= target:
                     emit()
-                else:
-                    emit()
-            if len(current) >= target:
-                emit()
     emit()
     return instances
