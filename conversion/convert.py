@@ -65,7 +65,9 @@ def find_export_dir(model_dir: str) -> str:
     return model_dir
 
 
-def build_files(*, export_dir: str, vocab_dir: str, language: str | None) -> tuple[dict[str, bytes], dict]:
+def build_files(
+    *, export_dir: str, vocab_dir: str, output_dir: str, language: str | None
+) -> tuple[dict[str, bytes], dict]:
     """Reads and checks every input; returns the output files by name and the export's config.
 
     Raises:
@@ -100,7 +102,11 @@ def build_files(*, export_dir: str, vocab_dir: str, language: str | None) -> tup
         raise ValueError(f"{fileio.join(export_dir, export.WEIGHTS_NAME)}: {e}") from e
     out.update(vocab_files.tokenizer_files(vocab, model_max_length=config.max_position_embeddings))
     card = model_card.render(
-        config=config.to_dict(), training_state=state, vocab_size=vocab.size, language=language or None
+        config=config.to_dict(),
+        training_state=state,
+        vocab_size=vocab.size,
+        model_path=output_dir,
+        language=language or None,
     )
     out["README.md"] = card.encode("utf-8")
     return out, {"config": config, "vocab": vocab}
@@ -110,7 +116,9 @@ def convert(args: argparse.Namespace, *, log=print) -> None:
     """Runs the conversion described by the parsed flags (see the module docstring)."""
     files.check_output_dir(args.output_dir, overwrite=args.overwrite)
     export_dir = find_export_dir(args.model_dir)
-    outputs, info = build_files(export_dir=export_dir, vocab_dir=args.vocab_dir, language=args.language)
+    outputs, info = build_files(
+        export_dir=export_dir, vocab_dir=args.vocab_dir, output_dir=args.output_dir, language=args.language
+    )
     examples = source = None
     if args.verify:
         # Read or make the examples first: a bad --data_dir fails before anything is written.
@@ -127,7 +135,7 @@ def convert(args: argparse.Namespace, *, log=print) -> None:
                 seq_len=seq_len,
                 num_predictions=max(1, min(20, seq_len // 6)),
             )
-            source = "examples generated from the vocabulary"
+            source = "the vocabulary (generated)"
     staging = files.make_staging_dir(args.output_dir)
     try:
         files.write_files(staging, outputs)

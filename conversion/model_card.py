@@ -13,6 +13,13 @@ from typing import Any
 
 #: Keys of ``training_state.json`` that may hold the data's ``metadata.json`` copy.
 _DATA_KEYS = ("data_metadata", "metadata", "data")
+#: Keys of ``training_state.json`` with the final metrics, in the card's order.
+_METRIC_KEYS = ("train_metrics", "eval_metrics", "final_metrics")
+_TITLES = {
+    "train_metrics": "Final training metrics (last logged steps)",
+    "eval_metrics": "Final evaluation metrics (validation split)",
+    "train_config": "Training options",
+}
 
 
 def _fmt(value: Any) -> str:
@@ -61,20 +68,31 @@ def _training_section(state: dict) -> list[str]:
     lines = ["## Training", ""]
     scalars = [(k, v) for k, v in sorted(state.items()) if k not in _DATA_KEYS and not isinstance(v, dict)]
     lines += _table(scalars) or ["No training state was recorded.", ""]
-    for key, value in sorted(state.items()):
-        if key in _DATA_KEYS or not isinstance(value, dict):
-            continue
-        lines += [f"### {key.replace('_', ' ')}", ""] + _table(sorted(value.items()))
+    tables = {k: v for k, v in state.items() if k not in _DATA_KEYS and isinstance(v, dict)}
+    # Final metrics first, then any other recorded table (the training options).
+    for key in sorted(
+        tables, key=lambda k: (k not in _METRIC_KEYS, _METRIC_KEYS.index(k) if k in _METRIC_KEYS else 0, k)
+    ):
+        title = _TITLES.get(key, key.replace("_", " "))
+        lines += [f"### {title}", ""] + _table(sorted(tables[key].items()))
     return lines
 
 
-def render(*, config: dict, training_state: dict, vocab_size: int, language: str | None = "hi") -> str:
+def render(
+    *,
+    config: dict,
+    training_state: dict,
+    vocab_size: int,
+    model_path: str = "PATH",
+    language: str | None = "hi",
+) -> str:
     """Returns the model card text.
 
     Args:
         config: the ``bert_config.json`` dict.
         training_state: the ``training_state.json`` dict.
         vocab_size: tokens in ``vocab.txt``.
+        model_path: where the folder is published, for the usage example.
         language: ISO code for the card's metadata header (None to omit it).
     """
     metadata = next((training_state[k] for k in _DATA_KEYS if isinstance(training_state.get(k), dict)), None)
@@ -115,8 +133,8 @@ def render(*, config: dict, training_state: dict, vocab_size: int, language: str
         "```python",
         "from transformers import AutoModelForMaskedLM, AutoTokenizer, pipeline",
         "",
-        'tokenizer = AutoTokenizer.from_pretrained("PATH")',
-        'model = AutoModelForMaskedLM.from_pretrained("PATH")',
+        f"tokenizer = AutoTokenizer.from_pretrained({model_path!r})",
+        f"model = AutoModelForMaskedLM.from_pretrained({model_path!r})",
         'fill = pipeline("fill-mask", model=model, tokenizer=tokenizer)',
         'print(fill(f"भारत की राजधानी {tokenizer.mask_token} है।"))',
         "```",

@@ -189,7 +189,9 @@ def _keras_outputs(export_dir: str, examples: dict, *, batch_size: int) -> dict[
 def _torch_outputs(hf_dir: str, examples: dict, *, batch_size: int) -> dict[str, np.ndarray]:
     import torch
     from transformers import BertForPreTraining
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()
     model = BertForPreTraining.from_pretrained(hf_dir, dtype=torch.float32).eval()
     mlm, nsp, loss_sum = [], [], 0.0
     for start in range(0, len(examples["input_ids"]), batch_size):

@@ -67,11 +67,21 @@ def write_vocab_dir(path: str, size: int) -> str:
     with open(os.path.join(path, "vocab.txt"), "w", encoding="utf-8") as f:
         f.write("".join(f"{t}\n" for t in tokens))
     tok.save(os.path.join(path, "tokenizer.json"))
-    special = dict(zip(["pad_token", "unk_token", "cls_token", "sep_token", "mask_token"], SPECIALS, strict=True))
+    special = dict(
+        zip(["pad_token", "unk_token", "cls_token", "sep_token", "mask_token"], SPECIALS, strict=True)
+    )
     with open(os.path.join(path, "special_tokens_map.json"), "w") as f:
         json.dump(special, f)
     with open(os.path.join(path, "tokenizer_config.json"), "w") as f:
-        json.dump({"tokenizer_class": "BertTokenizerFast", "do_lower_case": False, "strip_accents": False, **special}, f)
+        json.dump(
+            {
+                "tokenizer_class": "BertTokenizerFast",
+                "do_lower_case": False,
+                "strip_accents": False,
+                **special,
+            },
+            f,
+        )
     return path
 
 
@@ -88,10 +98,12 @@ def random_weights(config: BertConfig, seed: int = 0) -> dict[str, np.ndarray]:
     return out
 
 
+#: What ``trainer.task`` writes to ``training_state.json``.
 TRAINING_STATE = {
     "step": 40,
     "examples_seen": 320,
-    "final_metrics": {"train": {"loss": 6.5, "mlm_accuracy": 0.05}, "eval": {"loss": 6.7}},
+    "train_metrics": {"loss": 6.5, "mlm_loss": 5.8, "mlm_accuracy": 0.05},
+    "eval_metrics": {"loss": 6.7, "mlm_loss": 6.0},
     "data_metadata": {
         "format": "bert-pretraining-tfrecord",
         "max_seq_length": 32,
@@ -100,6 +112,8 @@ TRAINING_STATE = {
         "nsp": True,
         "splits": {"train": {"num_examples": 900}, "validation": {"num_examples": 30}},
     },
+    "train_config": {"batch_size": 8, "learning_rate": 0.0001},
+    "keras_backend": "tensorflow",
 }
 
 

@@ -63,8 +63,12 @@ def test_hf_to_native_inverts_native_to_hf_exactly():
 @pytest.mark.parametrize(
     ("edit", "expected"),
     [
-        pytest.param(lambda s: s.pop("bert.encoder.layer.1.output.dense.bias"), "missing 1 key(s)", id="missing"),
-        pytest.param(lambda s: s.update(extra=np.zeros(3, np.float32)), "unexpected 1 key(s): ['extra']", id="extra"),
+        pytest.param(
+            lambda s: s.pop("bert.encoder.layer.1.output.dense.bias"), "missing 1 key(s)", id="missing"
+        ),
+        pytest.param(
+            lambda s: s.update(extra=np.zeros(3, np.float32)), "unexpected 1 key(s): ['extra']", id="extra"
+        ),
         pytest.param(
             lambda s: s.update({"bert.pooler.dense.weight": np.zeros((32, 31), np.float32)}),
             "bert.pooler.dense.weight: expected [32, 32], got [32, 31]",
@@ -106,7 +110,9 @@ def test_missing_heads_are_initialized_as_bert_does_and_reported():
     np.testing.assert_array_equal(weights["nsp/bias"], np.zeros(2, np.float32))
     kernel = weights["pooler/kernel"]
     assert np.abs(kernel).max() <= 0.04 and 0.012 < kernel.std() < 0.02  # truncated normal(0.02) at 2 sigma
-    np.testing.assert_array_equal(weights["embeddings/word_embeddings"], state["bert.embeddings.word_embeddings.weight"])
+    np.testing.assert_array_equal(
+        weights["embeddings/word_embeddings"], state["bert.embeddings.word_embeddings.weight"]
+    )
     text = "\n".join(report)
     assert "no 'bert.' prefix" in text
     for head, count in (("mlm", 5), ("nsp", 2), ("pooler", 2)):
@@ -126,7 +132,9 @@ def test_legacy_names_buffers_and_half_precision_are_accepted():
         weights["embeddings/layer_norm/gamma"], state["bert.embeddings.LayerNorm.weight"].astype(np.float16)
     )
     assert "converted ['float16'] weights to float32" in report
-    assert any(line.startswith("ignored 3 buffer/tied key(s): ['bert.embeddings.position_ids'") for line in report)
+    assert any(
+        line.startswith("ignored 3 buffer/tied key(s): ['bert.embeddings.position_ids'") for line in report
+    )
 
 
 def test_untied_decoder_is_refused():
@@ -158,12 +166,19 @@ def test_unsupported_configs_raise(change, expected):
 
 def test_configs_round_trip():
     for act in ("gelu", "gelu_new"):
-        config = BertConfig.from_preset("tiny", vocab_size=500, hidden_act=act, use_nsp=False, layer_norm_eps=1e-7)
+        config = BertConfig.from_preset(
+            "tiny", vocab_size=500, hidden_act=act, use_nsp=False, layer_norm_eps=1e-7
+        )
         hf = hf_weights.hf_config_from_bert_config(config, pad_token_id=0)
         assert hf["architectures"] == ["BertForPreTraining"] and hf["hidden_act"] == act
         assert BertConfig.from_dict(hf_weights.bert_config_from_hf(hf)) == config
-    assert hf_weights.bert_config_from_hf({**HF_TINY, "hidden_act": "gelu_pytorch_tanh"})["hidden_act"] == "gelu_new"
-    assert hf_weights.bert_config_from_hf({**HF_TINY, "architectures": ["BertForMaskedLM"]})["use_nsp"] is False
+    assert (
+        hf_weights.bert_config_from_hf({**HF_TINY, "hidden_act": "gelu_pytorch_tanh"})["hidden_act"]
+        == "gelu_new"
+    )
+    assert (
+        hf_weights.bert_config_from_hf({**HF_TINY, "architectures": ["BertForMaskedLM"]})["use_nsp"] is False
+    )
 
 
 # --- folders saved by transformers ----------------------------------------------------------
@@ -174,7 +189,9 @@ def _hf_model(cls_name: str, act: str = "gelu"):
     import transformers
 
     torch.manual_seed(0)
-    config = transformers.BertConfig(**{k: v for k, v in HF_TINY.items() if k not in ("architectures", "model_type")})
+    config = transformers.BertConfig(
+        **{k: v for k, v in HF_TINY.items() if k not in ("architectures", "model_type")}
+    )
     config.hidden_act = act
     model = getattr(transformers, cls_name)(config).eval()
     with torch.no_grad():  # non-trivial LayerNorms and biases
@@ -197,7 +214,11 @@ def test_load_hf_bert_reads_save_pretrained_folders(tmp_path, cls_name):
     prefix = "bert." if cls_name == "BertModel" else ""
     for key, value in saved.items():
         np.testing.assert_array_equal(back[prefix + key], value, err_msg=key)
-    initialized = {"BertForPreTraining": [], "BertForMaskedLM": ["nsp", "pooler"], "BertModel": ["mlm", "nsp"]}
+    initialized = {
+        "BertForPreTraining": [],
+        "BertForMaskedLM": ["nsp", "pooler"],
+        "BertModel": ["mlm", "nsp"],
+    }
     assert [line.split()[3] for line in report if line.startswith("initialized")] == initialized[cls_name]
 
 

@@ -1,0 +1,180 @@
+"""The golden round trip: a tiny random Keras model -> export -> convert -> transformers loads it.
+
+transformers runs offline (``HF_HUB_OFFLINE=1``): every load is from the converted folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from conversion import convert
+from tests.conversion import helpers
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+TOL = 1e-4
+
+
+def _keras_model(config, seed):
+    from trainer.bert_model import BertPretrainingModel
+
+    model = BertPretrainingModel(config)
+    model.set_named_weights(helpers.random_weights(config, seed=seed))
+    return model
+
+
+def _inputs(config, *, batch=3, seq_len=20, num_pred=4, seed=7):
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(5, config.vocab_size, size=(batch, seq_len)).astype(np.int32)
+    mask = np.zeros_like(ids)
+    segments = np.zeros_like(ids)
+    positions = np.zeros((batch, num_pred), np.int32)
+    for b in range(batch):
+        length = seq_len - 4 * b
+        mask[b, :length] = 1
+        ids[b, length:] = 0
+        segments[b, length // 2 : length] = 1
+        positions[b] = np.sort(rng.choice(np.arange(1, length), size=num_pred, replace=False))
+    return {"input_ids": ids, "input_mask": mask, "segment_ids": segments, "masked_lm_positions": positions}
+
+
+@pytest.fixture(scope="module", params=["gelu", "gelu_new"])
+def converted(request, tmp_path_factory):
+    """(config, keras model, vocab dir, model dir, converted dir, CLI output) for one activation."""
+    act = request.param
+    root = tmp_path_factory.mktemp(f"convert_{act}")
+    config = helpers.with_act(helpers.TINY, act)
+    model = _keras_model(config, seed=1)
+    from trainer.export import export_model
+
+    export_model(model, config, str(root / "model" / "export"), helpers.TRAINING_STATE)
+    vocab_dir = helpers.write_vocab_dir(str(root / "vocab"), config.vocab_size)
+    out = root / "hf"
+    return config, model, vocab_dir, str(root / "model"), str(out)
+
+
+def test_convert_verify_and_transformers_logits(converted, capsys):
+    config, model, vocab_dir, model_dir, out = converted
+    code = convert.main(["--model_dir", model_dir, "--vocab_dir", vocab_dir, "--output_dir", out, "--verify"])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    assert "verify: max |MLM logit difference|" in printed.out and "tokenizer ids identical" in printed.out
+    assert sorted(os.listdir(out)) == [
+        "README.md",
+        "config.json",
+        "model.safetensors",
+        "special_tokens_map.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "vocab.txt",
+    ]
+    # No staging directory is left beside the output.
+    assert sorted(os.listdir(os.path.dirname(out))) == ["hf", "model", "vocab"]
+    hf_config = json.load(open(os.path.join(out, "config.json")))
+    assert hf_config["architectures"] == ["BertForPreTraining"]
+    assert hf_config["hidden_act"] == config.hidden_act
+    assert hf_config["layer_norm_eps"] == 1e-12 and hf_config["pad_token_id"] == 0
+
+    import torch
+    from transformers import AutoModelForPreTraining
+
+    hf, info = AutoModelForPreTraining.from_pretrained(out, output_loading_info=True)
+    assert info["missing_keys"] == set() or not info["missing_keys"]
+    assert not info["unexpected_keys"] and not info["mismatched_keys"]
+    hf.eval()
+    inputs = _inputs(config)
+    ours = model(inputs, training=False)
+    with torch.no_grad():
+        theirs = hf(
+            input_ids=torch.tensor(inputs["input_ids"]).long(),
+            attention_mask=torch.tensor(inputs["input_mask"]).long(),
+            token_type_ids=torch.tensor(inputs["segment_ids"]).long(),
+        )
+    logits = theirs.prediction_logits.numpy()
+    gathered = np.take_along_axis(logits, inputs["masked_lm_positions"][:, :, None].astype(np.int64), axis=1)
+    np.testing.assert_allclose(np.asarray(ours["mlm_logits"]), gathered, atol=TOL, rtol=0)
+    np.testing.assert_allclose(
+        np.asarray(ours["nsp_logits"]), theirs.seq_relationship_logits.numpy(), atol=TOL, rtol=0
+    )
+
+
+def test_every_auto_class_and_fill_mask_load_offline(converted):
+    config, _, _, _, out = converted
+    if not os.path.exists(out):
+        pytest.skip("the conversion test did not run")
+    import torch
+    from transformers import AutoModel, AutoModelForMaskedLM, AutoModelForPreTraining, AutoTokenizer, pipeline
+
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    text = "भारत की राजधानी [MASK] है।"
+    enc = tokenizer(text, return_tensors="pt")
+    assert tokenizer.convert_ids_to_tokens(enc["input_ids"][0]) == [
+        "[CLS]", "भारत", "की", "राजधानी", "[MASK]", "है", "।", "[SEP]",
+    ]  # fmt: skip
+    assert enc["token_type_ids"].tolist() == [[0] * 8]
+    pretraining = AutoModelForPreTraining.from_pretrained(out).eval()
+    mlm, mlm_info = AutoModelForMaskedLM.from_pretrained(out, output_loading_info=True)
+    encoder = AutoModel.from_pretrained(out).eval()
+    assert not mlm_info["missing_keys"]
+    with torch.no_grad():
+        full = pretraining(**enc)
+        masked_lm = mlm.eval()(**enc)
+        hidden = encoder(**enc)
+    np.testing.assert_array_equal(full.prediction_logits.numpy(), masked_lm.logits.numpy())
+    assert hidden.last_hidden_state.shape == (1, 8, config.hidden_size)
+    assert hidden.pooler_output.shape == (1, config.hidden_size)
+
+    fill = pipeline("fill-mask", model=out, tokenizer=out, top_k=3)
+    predictions = fill(text)
+    assert len(predictions) == 3
+    vocab = open(os.path.join(out, "vocab.txt"), encoding="utf-8").read().split("\n")
+    expected_top = int(np.argmax(masked_lm.logits[0, 4].numpy()))
+    assert predictions[0]["token"] == expected_top and predictions[0]["token_str"] == vocab[expected_top]
+    assert all(p["sequence"].startswith("भारत की राजधानी") for p in predictions)
+
+
+def test_tokenizer_is_the_training_tokenizer(converted):
+    _, _, vocab_dir, _, out = converted
+    if not os.path.exists(out):
+        pytest.skip("the conversion test did not run")
+    import unicodedata
+
+    from tokenizers import Tokenizer
+    from transformers import AutoTokenizer
+
+    reference = Tokenizer.from_file(os.path.join(vocab_dir, "tokenizer.json"))
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    config = json.load(open(os.path.join(out, "tokenizer_config.json")))
+    assert config["do_lower_case"] is False and config["strip_accents"] is False
+    texts = [
+        "हिन्दी भाषा में कुछ शब्द।",
+        "हि\u200dन्दी भाषा",  # ZWJ kept (BERT's text cleaning would delete it)
+        unicodedata.normalize("NFD", "हिन्दी"),  # normalized to NFC as in training
+        "abc [MASK] भारत",
+    ]
+    for text in texts:
+        assert tokenizer(text)["input_ids"] == reference.encode(text).ids, text
+
+
+def test_model_card_has_data_steps_metrics_and_usage(converted):
+    _, _, _, _, out = converted
+    if not os.path.exists(out):
+        pytest.skip("the conversion test did not run")
+    card = open(os.path.join(out, "README.md"), encoding="utf-8").read()
+    assert card.startswith("---\nlanguage: hi\n")
+    for expected in (
+        "| step | 40 |",
+        "| examples_seen | 320 |",
+        "| train examples | 900 |",
+        "| max_seq_length | 32 |",
+        "### Final training metrics (last logged steps)\n\n| | |\n|---|---|\n| loss | 6.5 |\n| mlm_accuracy | 0.05 |",
+        "### Final evaluation metrics (validation split)\n\n| | |\n|---|---|\n| loss | 6.7 |",
+        "| keras_backend | tensorflow |",
+        f"AutoModelForMaskedLM.from_pretrained({out!r})",
+        'pipeline("fill-mask"',
+    ):
+        assert expected in card, expected
