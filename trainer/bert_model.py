@@ -64,6 +64,11 @@ class BertPretrainingModel(keras.Model):
             name="nsp",
             dtype="float32",  # logits in float32 whatever the policy
         )
+        if not config.use_nsp:
+            # MLM only: the pooler and NSP head get no gradient; they are kept (and exported,
+            # as in HF BertForPreTraining) but not trained.
+            self.pooler.trainable = False
+            self.nsp_head.trainable = False
         self.mlm_loss_metric = keras.metrics.Mean(name="mlm_loss")
         self.mlm_accuracy_metric = keras.metrics.Mean(name="mlm_accuracy")
         if config.use_nsp:

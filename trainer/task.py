@@ -27,7 +27,6 @@ import logging
 import os
 import sys
 import time
-import warnings
 from collections.abc import Sequence
 
 from trainer import fileio
@@ -360,18 +359,21 @@ class _Training:
         )
 
     def eval_dataset(self):
+        """``(dataset, steps)`` of the validation data, or ``(None, 0)`` without one.
+
+        The number of batches is always explicit: Keras 3.15's ``evaluate`` on TensorFlow
+        without XLA counts one extra, empty batch in the means of a dataset of unknown length.
+        """
         from trainer import input_pipeline
 
         if self._eval_ds is None:
             batch, shards, index = self._pipeline_batch()
+            steps = self.cfg.eval_steps
             if self.args.synthetic_data:
+                steps = steps or 10
                 ds = input_pipeline.make_synthetic_dataset(
-                    self.spec,
-                    batch_size=batch,
-                    vocab_size=self.model.config.vocab_size,
-                    seed=self.cfg.seed - 1,
+                    self.spec, batch_size=batch, vocab_size=self.model.config.vocab_size, seed=self.cfg.seed - 1
                 )
-                self._eval_ds = ds.take(self.cfg.eval_steps or 10)
             elif self.spec.eval_pattern:
                 ds = input_pipeline.make_dataset(
                     self.spec,
@@ -381,17 +383,26 @@ class _Training:
                     num_shards=shards,
                     shard_index=index,
                 )
-                self._eval_ds = ds.take(self.cfg.eval_steps) if self.cfg.eval_steps else ds
+                if self.spec.num_eval_examples is not None:
+                    available = self.spec.num_eval_examples // self.cfg.batch_size
+                else:
+                    available = input_pipeline.count_records(self.spec, self.spec.eval_pattern) // batch
+                if available == 0:
+                    logger.warning("the validation split holds less than one batch: no evaluation")
+                    self._eval_ds = (None, 0)
+                    return self._eval_ds
+                steps = min(steps, available) if steps else available
+            else:
+                self._eval_ds = (None, 0)
+                return self._eval_ds
+            self._eval_ds = (ds.repeat().take(steps), steps)
         return self._eval_ds
 
     def evaluate(self) -> dict[str, float]:
-        ds = self.eval_dataset()
+        ds, steps = self.eval_dataset()
         if ds is None:
             return {}
-        with warnings.catch_warnings():
-            # A one-pass dataset ends the evaluation; Keras warns that it "ran out of data".
-            warnings.filterwarnings("ignore", message="Your input ran out of data")
-            results = self.model.evaluate(ds, verbose=0, return_dict=True)
+        results = self.model.evaluate(ds, steps=steps, verbose=0, return_dict=True)
         return {k: float(v) for k, v in results.items()}
 
     def save(self, step: int, train_metrics: dict) -> None:

@@ -1,0 +1,213 @@
+"""trainer.task end to end on the CPU: training, refusal of bad inputs, NaN stop, kill and resume."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.trainer.fixtures import write_pretraining_data
+from trainer import task
+from trainer.export import load_export
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = ["--model_size", "tiny", "--max_position_embeddings", "64"]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> str:
+    return write_pretraining_data(str(tmp_path_factory.mktemp("data") / "seq32"))
+
+
+def _progress(caplog) -> list[dict[str, float]]:
+    lines = []
+    for record in caplog.records:
+        msg = record.getMessage()
+        if msg.startswith("step "):
+            fields = dict(part.rsplit(" ", 1) for part in msg.split(" | "))
+            lines.append({k: float(v) for k, v in fields.items()})
+    return lines
+
+
+def test_tiny_model_trains_and_exports(data_dir, tmp_path, caplog):
+    model_dir = str(tmp_path / "model")
+    argv = [
+        "--data_dir", data_dir, "--model_dir", model_dir, *TINY,
+        "--train_steps", "60", "--batch_size", "32", "--learning_rate", "5e-3", "--warmup_steps", "5",
+        "--log_every", "20", "--checkpoint_every", "20", "--keep_checkpoints", "2",
+        "--eval_every", "30", "--eval_steps", "1", "--hidden_dropout", "0", "--attention_dropout", "0",
+    ]  # fmt: skip
+    with caplog.at_level(logging.INFO, logger="trainer"):
+        assert task.main(argv) == 0
+
+    progress = _progress(caplog)
+    assert [p["step"] for p in progress] == [20, 40, 60]
+    # The fixture's tokens follow a pattern: a working model learns it within 60 steps.
+    assert progress[-1]["mlm_loss"] < progress[0]["mlm_loss"] - 0.5
+    assert progress[-1]["mlm_accuracy"] > progress[0]["mlm_accuracy"] + 0.1
+    for p in progress:
+        assert {"loss", "nsp_loss", "nsp_accuracy", "lr", "examples/s"} <= set(p)
+        assert p["loss"] == pytest.approx(p["mlm_loss"] + p["nsp_loss"], abs=0.05)
+    assert progress[0]["lr"] == pytest.approx(5e-3 * (60 - 19) / 55, rel=1e-3)
+    evals = [r.getMessage() for r in caplog.records if r.getMessage().startswith("eval at step")]
+    assert [m.split(" |")[0] for m in evals] == ["eval at step 30", "eval at step 60"]
+
+    # The last two checkpoints are kept; the export is complete and records the run.
+    assert sorted(os.listdir(os.path.join(model_dir, "checkpoints"))) == [
+        "ckpt-000000040.json",
+        "ckpt-000000040.safetensors",
+        "ckpt-000000060.json",
+        "ckpt-000000060.safetensors",
+    ]
+    config, weights, state = load_export(os.path.join(model_dir, "export"))
+    assert (config.vocab_size, config.num_hidden_layers, config.use_nsp) == (60, 2, True)
+    assert state["step"] == 60 and state["examples_seen"] == 60 * 32
+    assert state["data_metadata"]["max_seq_length"] == 32
+    assert set(state["eval_metrics"]) == {"loss", "mlm_loss", "mlm_accuracy", "nsp_loss", "nsp_accuracy"}
+    assert len(weights) == 46
+    events = list(Path(model_dir, "tensorboard", "train").glob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    ("extra", "metadata", "message"),
+    [
+        (["--vocab_size", "100"], None, "--vocab_size=100 disagrees with vocab_size=60 in"),
+        (["--max_seq_length", "128"], None, "--max_seq_length=128 disagrees with max_seq_length=32 in"),
+        (
+            ["--max_position_embeddings", "16"],
+            None,
+            "the data's max_seq_length=32 exceeds the model's max_position_embeddings=16",
+        ),
+        (
+            [],
+            {"max_predictions_per_seq": 7},
+            "masked_lm_positions has length 5 but max_predictions_per_seq=7",
+        ),
+        ([], {"max_seq_length": 40}, "input_ids has length 32 but max_seq_length=40"),
+        ([], {"format_version": 9}, "format_version 9 is not one this trainer reads"),
+    ],
+)
+def test_mismatched_data_is_refused_before_training(tmp_path, caplog, extra, metadata, message):
+    data = write_pretraining_data(
+        str(tmp_path / "data"), num_train=8, num_eval=4, metadata_overrides=metadata
+    )
+    model_dir = tmp_path / "model"
+    argv = [
+        "--data_dir",
+        data,
+        "--model_dir",
+        str(model_dir),
+        "--model_size",
+        "tiny",
+        "--train_steps",
+        "5",
+        *extra,
+    ]
+    with caplog.at_level(logging.ERROR, logger="trainer"):
+        assert task.main(argv) == 1
+    assert message in caplog.text
+    assert not (model_dir / "checkpoints").exists()
+
+
+def test_flags_replace_metadata(data_dir, tmp_path, caplog):
+    # Files without metadata.json (google-research/bert's script): the flags give the facts.
+    pattern = os.path.join(data_dir, "train-*.tfrecord")
+    common = ["--model_dir", str(tmp_path / "m"), *TINY, "--batch_size", "8", "--log_every", "2"]
+    assert task.main(["--train_files", pattern, "--max_seq_length", "32", *common, "--train_steps", "2"]) == 1
+    argv = [
+        "--train_files", pattern, "--eval_files", os.path.join(data_dir, "validation-*"),
+        "--max_seq_length", "32", "--max_predictions_per_seq", "5", "--vocab_size", "60", "--mlm_only",
+        *common, "--train_steps", "2", "--checkpoint_every", "2", "--no-jit_compile",
+    ]  # fmt: skip
+    with caplog.at_level(logging.INFO, logger="trainer"):
+        assert task.main(argv) == 0
+    assert "without a metadata.json the data needs the flag(s) --max_predictions_per_seq" in caplog.text
+    config, _, state = load_export(str(tmp_path / "m" / "export"))
+    assert config.use_nsp is False and state["data_metadata"] is None
+    assert set(state["eval_metrics"]) == {"loss", "mlm_loss", "mlm_accuracy"}
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data_dir, tmp_path, caplog):
+    model_dir = tmp_path / "model"
+    # An absurd learning rate: finite weights after step 1, an infinite loss at step 2.
+    argv = [
+        "--data_dir", data_dir, "--model_dir", str(model_dir), *TINY, "--train_steps", "6",
+        "--batch_size", "8", "--learning_rate", "1e30", "--warmup_steps", "0", "--clip_norm", "0",
+        "--log_every", "1", "--checkpoint_every", "1", "--no-jit_compile",
+    ]  # fmt: skip
+    with caplog.at_level(logging.INFO, logger="trainer"):
+        assert task.main(argv) == 2
+    assert re.search(
+        r"stopped: (loss is (nan|inf) at step \d|weights are not finite at step \d)", caplog.text
+    )
+    assert "keeps the last good checkpoint" in caplog.text
+    saved = sorted(os.listdir(model_dir / "checkpoints"))
+    assert saved and len(saved) < 12  # stopped before the end
+    assert not (model_dir / "export").exists()
+    # Every checkpoint kept holds finite weights.
+    from safetensors.numpy import load_file
+
+    for name in saved:
+        if name.endswith(".safetensors"):
+            tensors = load_file(str(model_dir / "checkpoints" / name))
+            assert all(np.all(np.isfinite(t)) for k, t in tensors.items() if k.startswith("model/"))
+
+
+def _task_cmd(data_dir: str, model_dir: str) -> list[str]:
+    return [
+        sys.executable, "-m", "trainer.task", "--data_dir", data_dir, "--model_dir", model_dir, *TINY,
+        "--train_steps", "60", "--batch_size", "16", "--learning_rate", "1e-3", "--warmup_steps", "5",
+        "--log_every", "10", "--checkpoint_every", "10", "--keep_checkpoints", "10", "--eval_steps", "1",
+        "--data_resume", "skip",
+    ]  # fmt: skip
+
+
+def test_killed_job_resumes_from_its_last_checkpoint_to_the_same_weights(data_dir, tmp_path):
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow"}
+    killed_dir = str(tmp_path / "killed")
+    proc = subprocess.Popen(
+        _task_cmd(data_dir, killed_dir),
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    first = Path(killed_dir, "checkpoints", "ckpt-000000010.json")
+    deadline = time.time() + 300
+    while not first.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert first.exists(), "the job ended without writing its first checkpoint"
+    assert not Path(killed_dir, "export").exists(), "the job finished before it was killed"
+    steps = sorted(int(p.stem.split("-")[1]) for p in Path(killed_dir, "checkpoints").glob("ckpt-*.json"))
+
+    resumed = subprocess.run(
+        _task_cmd(data_dir, killed_dir), cwd=REPO, env=env, capture_output=True, text=True
+    )
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert f"resumed from checkpoint at step {steps[-1]} " in resumed.stdout
+    assert f"training steps {steps[-1] + 1} to 60" in resumed.stdout
+
+    whole_dir = str(tmp_path / "whole")
+    whole = subprocess.run(_task_cmd(data_dir, whole_dir), cwd=REPO, env=env, capture_output=True, text=True)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+
+    # Same step, optimizer state, dropout seeds and data position: bit-identical weights.
+    _, a, state_a = load_export(os.path.join(killed_dir, "export"))
+    _, b, state_b = load_export(os.path.join(whole_dir, "export"))
+    assert state_a["step"] == state_b["step"] == 60
+    for name in b:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    meta = json.loads(Path(killed_dir, "checkpoints", "ckpt-000000060.json").read_text())
+    assert meta["step"] == 60 and meta["state"]["examples_seen"] == 960
