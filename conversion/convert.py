@@ -30,7 +30,7 @@ from conversion import files, hf_writer, model_card, verify, vocab_files
 from trainer import export, fileio
 
 
-def _parse(argv: list[str] | None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="bert-convert", description=__doc__.split("\n")[0])
     parser.add_argument(
         "--model_dir", required=True, help="trainer model dir (holding export/) or the export dir"
@@ -158,7 +158,7 @@ def convert(args: argparse.Namespace, *, log=print) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """The command line; returns the exit status."""
-    args = _parse(argv)
+    args = parse_args(argv)
     try:
         convert(args)
     except (FileNotFoundError, FileExistsError, ValueError) as e:

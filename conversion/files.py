@@ -6,7 +6,8 @@ and only then publishes it:
 - local output: the staging directory is a hidden sibling of the output (same filesystem), so
   publishing is one ``rename``; an existing output (with ``overwrite``) is renamed away first
   and deleted after.
-- remote output: the files are uploaded under a temporary prefix beside the output, then
+- remote output: the files are uploaded under a temporary prefix beside the output
+  (``PARENT/.tmp-XXXXXXXX-NAME``), then
   copied to the output prefix, then the temporary prefix is deleted. GCS has no directory
   rename; each object appears whole, and the output prefix is filled only after every file
   was uploaded once.
@@ -86,16 +87,18 @@ def _publish_remote(staging_dir: str, output_dir: str) -> None:
     gfile = _gfile()
     output_dir = output_dir.rstrip("/")
     names = sorted(os.listdir(staging_dir))
-    temp_prefix = f"{output_dir}.tmp-{uuid.uuid4().hex[:8]}"
+    parent, name = output_dir.rsplit("/", 1)
+    # Not "{output_dir}.tmp": a name that does not start with the output's name.
+    temp_prefix = f"{parent}/.tmp-{uuid.uuid4().hex[:8]}-{name}"
     gfile.makedirs(temp_prefix)
     try:
-        for name in names:
-            gfile.copy(os.path.join(staging_dir, name), f"{temp_prefix}/{name}", overwrite=True)
+        for file_name in names:
+            gfile.copy(os.path.join(staging_dir, file_name), f"{temp_prefix}/{file_name}", overwrite=True)
         if gfile.exists(output_dir):
             gfile.rmtree(output_dir)
         gfile.makedirs(output_dir)
-        for name in names:
-            gfile.copy(f"{temp_prefix}/{name}", f"{output_dir}/{name}", overwrite=True)
+        for file_name in names:
+            gfile.copy(f"{temp_prefix}/{file_name}", f"{output_dir}/{file_name}", overwrite=True)
     finally:
         fileio.remove(temp_prefix)
 

@@ -53,16 +53,21 @@ def converted(request, tmp_path_factory):
 
     export_model(model, config, str(root / "model" / "export"), helpers.TRAINING_STATE)
     vocab_dir = helpers.write_vocab_dir(str(root / "vocab"), config.vocab_size)
-    out = root / "hf"
-    return config, model, vocab_dir, str(root / "model"), str(out)
+    out = str(root / "hf")
+    log = []
+    args = convert.parse_args(
+        ["--model_dir", str(root / "model"), "--vocab_dir", vocab_dir, "--output_dir", out, "--verify"]
+    )
+    convert.convert(args, log=log.append)
+    return config, model, vocab_dir, log, out
 
 
-def test_convert_verify_and_transformers_logits(converted, capsys):
-    config, model, vocab_dir, model_dir, out = converted
-    code = convert.main(["--model_dir", model_dir, "--vocab_dir", vocab_dir, "--output_dir", out, "--verify"])
-    printed = capsys.readouterr()
-    assert code == 0, printed.err
-    assert "verify: max |MLM logit difference|" in printed.out and "tokenizer ids identical" in printed.out
+def test_convert_verify_and_transformers_logits(converted):
+    config, model, vocab_dir, log, out = converted
+    assert log[0] == "verify: 32 examples from the vocabulary (generated)"
+    assert log[-2] == "verify: tokenizer ids identical on 8 texts"
+    mlm_diff = float(log[1].split("= ")[1])
+    assert 0 <= mlm_diff <= TOL
     assert sorted(os.listdir(out)) == [
         "README.md",
         "config.json",
@@ -104,8 +109,6 @@ def test_convert_verify_and_transformers_logits(converted, capsys):
 
 def test_every_auto_class_and_fill_mask_load_offline(converted):
     config, _, _, _, out = converted
-    if not os.path.exists(out):
-        pytest.skip("the conversion test did not run")
     import torch
     from transformers import AutoModel, AutoModelForMaskedLM, AutoModelForPreTraining, AutoTokenizer, pipeline
 
@@ -139,8 +142,6 @@ def test_every_auto_class_and_fill_mask_load_offline(converted):
 
 def test_tokenizer_is_the_training_tokenizer(converted):
     _, _, vocab_dir, _, out = converted
-    if not os.path.exists(out):
-        pytest.skip("the conversion test did not run")
     import unicodedata
 
     from tokenizers import Tokenizer
@@ -162,8 +163,6 @@ def test_tokenizer_is_the_training_tokenizer(converted):
 
 def test_model_card_has_data_steps_metrics_and_usage(converted):
     _, _, _, _, out = converted
-    if not os.path.exists(out):
-        pytest.skip("the conversion test did not run")
     card = open(os.path.join(out, "README.md"), encoding="utf-8").read()
     assert card.startswith("---\nlanguage: hi\n")
     for expected in (
@@ -178,3 +177,19 @@ def test_model_card_has_data_steps_metrics_and_usage(converted):
         'pipeline("fill-mask"',
     ):
         assert expected in card, expected
+
+
+def test_fill_mask_demo_prints_predictions(converted, capsys):
+    _, _, _, _, out = converted
+    from conversion import fill_mask_demo
+
+    assert fill_mask_demo.main(["--model_dir", out, "--top_k", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3 * len(fill_mask_demo.SENTENCES)
+    assert lines[0] == fill_mask_demo.SENTENCES[0]
+    vocab = set(open(os.path.join(out, "vocab.txt"), encoding="utf-8").read().split("\n"))
+    for line in lines[1:3]:
+        score, token = line.split()
+        assert 0.0 <= float(score) <= 1.0 and token.replace(" ", "") in vocab | {t[2:] for t in vocab}
+    assert fill_mask_demo.main(["--model_dir", out, "no mask here"]) == 1
+    assert "needs exactly one [MASK]" in capsys.readouterr().err
