@@ -35,12 +35,15 @@ _OTHER_CONTROLS = "".join(
     if unicodedata.category(chr(c)) == "Cc" and chr(c) not in _WHITESPACE_CONTROLS
 )
 _CONTROL_TABLE = {ord(c): " " for c in _WHITESPACE_CONTROLS} | {ord(c): None for c in _OTHER_CONTROLS}
+_ANY_CONTROL = re.compile("[" + re.escape(_WHITESPACE_CONTROLS + _OTHER_CONTROLS) + "]")
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 
 def normalize_text(text: str) -> str:
     """Applies the corpus normalization rule (see the module docstring) to ``text``."""
-    return unicodedata.normalize("NFC", text.translate(_CONTROL_TABLE))
+    if _ANY_CONTROL.search(text):  # str.translate is slow; most text has no control character
+        text = text.translate(_CONTROL_TABLE)
+    return unicodedata.normalize("NFC", text)
 
 
 def normalize_document(text: str) -> list[str]:
