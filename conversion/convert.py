@@ -28,6 +28,7 @@ import sys
 
 from conversion import files, hf_writer, model_card, verify, vocab_files
 from trainer import export, fileio
+from trainer.config import BertConfig
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -67,8 +68,8 @@ def find_export_dir(model_dir: str) -> str:
 
 def build_files(
     *, export_dir: str, vocab_dir: str, output_dir: str, language: str | None
-) -> tuple[dict[str, bytes], dict]:
-    """Reads and checks every input; returns the output files by name and the export's config.
+) -> tuple[dict[str, bytes], BertConfig, vocab_files.Vocabulary]:
+    """Reads and checks every input; returns the output files by name, the config and the vocabulary.
 
     Raises:
         FileNotFoundError: naming the missing export or vocabulary files.
@@ -109,20 +110,19 @@ def build_files(
         language=language or None,
     )
     out["README.md"] = card.encode("utf-8")
-    return out, {"config": config, "vocab": vocab}
+    return out, config, vocab
 
 
 def convert(args: argparse.Namespace, *, log=print) -> None:
     """Runs the conversion described by the parsed flags (see the module docstring)."""
     files.check_output_dir(args.output_dir, overwrite=args.overwrite)
     export_dir = find_export_dir(args.model_dir)
-    outputs, info = build_files(
+    outputs, config, vocab = build_files(
         export_dir=export_dir, vocab_dir=args.vocab_dir, output_dir=args.output_dir, language=args.language
     )
     examples = source = None
     if args.verify:
         # Read or make the examples first: a bad --data_dir fails before anything is written.
-        config = info["config"]
         if args.data_dir:
             examples, source = verify.tfrecord_examples(
                 args.data_dir, num_examples=args.verify_examples, vocab_size=config.vocab_size
@@ -130,7 +130,7 @@ def convert(args: argparse.Namespace, *, log=print) -> None:
         else:
             seq_len = min(128, config.max_position_embeddings)
             examples = verify.generated_examples(
-                info["vocab"].tokens,
+                vocab.tokens,
                 num_examples=args.verify_examples,
                 seq_len=seq_len,
                 num_predictions=max(1, min(20, seq_len // 6)),

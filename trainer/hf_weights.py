@@ -410,34 +410,80 @@ def hf_to_native(
 # --- reading a Hugging Face folder ----------------------------------------------------------
 
 
-def _read_safetensors(path: str) -> dict[str, np.ndarray]:
+#: safetensors dtype names numpy reads directly (BF16 is widened by hand).
+_SAFETENSORS_DTYPES = {
+    "F64": "<f8",
+    "F32": "<f4",
+    "F16": "<f2",
+    "I64": "<i8",
+    "I32": "<i4",
+    "I16": "<i2",
+    "I8": "i1",
+    "U8": "u1",
+    "BOOL": "?",
+}
+
+
+def _parse_safetensors(data: bytes) -> dict[str, np.ndarray]:
+    """Parses a safetensors file by hand; BF16 tensors are widened exactly to float32.
+
+    Used only when ``safetensors.numpy`` refuses the file (numpy has no bfloat16).
+    """
+    header_len = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + header_len])
+    base = 8 + header_len
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        start, end = info["data_offsets"]
+        raw = data[base + start : base + end]
+        if info["dtype"] == "BF16":
+            array = (np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16).view(np.float32)
+        elif info["dtype"] in _SAFETENSORS_DTYPES:
+            array = np.frombuffer(raw, dtype=_SAFETENSORS_DTYPES[info["dtype"]])
+        else:
+            raise ValueError(f"tensor {name}: unsupported dtype {info['dtype']}")
+        out[name] = array.reshape(info["shape"])
+    return out
+
+
+def _read_safetensors(path: str) -> tuple[dict[str, np.ndarray], list[str]]:
     from safetensors.numpy import load
 
+    data = fileio.read_bytes(path)
     try:
-        return dict(load(fileio.read_bytes(path)))
-    except Exception as e:  # safetensors raises its own error types (bfloat16 has no numpy dtype)
-        raise ValueError(f"{path}: cannot read as float32/float16 safetensors with numpy: {e}") from e
+        return dict(load(data)), []
+    except Exception as first:  # safetensors raises its own error types, e.g. for BF16
+        try:
+            return _parse_safetensors(data), [f"{path}: bfloat16 tensors widened to float32 (exact)"]
+        except (ValueError, KeyError, TypeError, json.JSONDecodeError) as e:
+            raise ValueError(f"{path}: not a safetensors file numpy can read: {first}; {e}") from e
 
 
-def read_hf_state(hf_dir: str) -> tuple[dict[str, np.ndarray], str]:
-    """Reads the weights of a Hugging Face folder: ``(key -> array, the file(s) read)``.
+def read_hf_state(hf_dir: str) -> tuple[dict[str, np.ndarray], str, list[str]]:
+    """Reads the weights of a Hugging Face folder: ``(key -> array, the file read, notes)``.
 
     Tries ``model.safetensors``, then a sharded ``model.safetensors.index.json``, then
-    ``pytorch_model.bin`` (only when torch is importable).
+    ``pytorch_model.bin`` (only when torch is importable). bfloat16 tensors are widened to
+    float32 (exact) and noted; other dtypes are kept.
 
     Raises:
         FileNotFoundError: naming the files looked for.
     """
     single = fileio.join(hf_dir, "model.safetensors")
     if fileio.exists(single):
-        return _read_safetensors(single), single
+        state, notes = _read_safetensors(single)
+        return state, single, notes
     index = fileio.join(hf_dir, "model.safetensors.index.json")
     if fileio.exists(index):
         shards = sorted(set(json.loads(fileio.read_text(index))["weight_map"].values()))
-        state: dict[str, np.ndarray] = {}
+        state, notes = {}, []
         for shard in shards:
-            state.update(_read_safetensors(fileio.join(hf_dir, shard)))
-        return state, index
+            shard_state, shard_notes = _read_safetensors(fileio.join(hf_dir, shard))
+            state.update(shard_state)
+            notes += shard_notes
+        return state, index, notes
     bin_path = fileio.join(hf_dir, "pytorch_model.bin")
     if fileio.exists(bin_path):
         try:
@@ -449,7 +495,9 @@ def read_hf_state(hf_dir: str) -> tuple[dict[str, np.ndarray], str]:
                 f"{bin_path}: reading a pytorch_model.bin needs torch, which is not installed"
             ) from e
         loaded = torch.load(io.BytesIO(fileio.read_bytes(bin_path)), map_location="cpu", weights_only=True)
-        return {k: v.detach().to(torch.float32).numpy() for k, v in loaded.items()}, bin_path
+        bf16 = sorted(k for k, v in loaded.items() if v.dtype == torch.bfloat16)
+        state = {k: (v.float() if k in bf16 else v).detach().numpy() for k, v in loaded.items()}
+        return state, bin_path, [f"{bin_path}: bfloat16 tensors widened to float32 (exact)"] if bf16 else []
     raise FileNotFoundError(
         f"no weights in {hf_dir}: looked for model.safetensors, model.safetensors.index.json, pytorch_model.bin"
     )
@@ -482,9 +530,9 @@ def load_hf_bert(hf_dir: str, *, seed: int = 0):
         config = BertConfig.from_dict(bert_config_from_hf(hf_config))
     except ValueError as e:
         raise ValueError(f"{config_path}: {e}") from e
-    state, source = read_hf_state(hf_dir)
+    state, source, notes = read_hf_state(hf_dir)
     try:
         weights, report = hf_to_native(state, hf_config, seed=seed)
     except ValueError as e:
         raise ValueError(f"{source}: {e}") from e
-    return config, weights, [f"read {len(state)} tensors from {source}"] + report
+    return config, weights, [f"read {len(state)} tensors from {source}"] + notes + report

@@ -245,3 +245,23 @@ def test_load_hf_bert_names_missing_files(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({**HF_TINY, "hidden_act": "swish"}))
     with pytest.raises(ValueError, match=r"config.json: unsupported .*hidden_act='swish'"):
         hf_weights.load_hf_bert(str(tmp_path))
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "sharded", "bin"])
+def test_load_hf_bert_widens_bfloat16_exactly(tmp_path, fmt):
+    import torch
+
+    model = _hf_model("BertForPreTraining").to(torch.bfloat16)
+    if fmt == "bin":
+        torch.save(model.state_dict(), tmp_path / "pytorch_model.bin")
+        (tmp_path / "config.json").write_text(json.dumps(HF_TINY))
+    else:
+        model.save_pretrained(tmp_path, max_shard_size="20KB" if fmt == "sharded" else "1GB")
+    files = sorted(p.name for p in tmp_path.iterdir())
+    if fmt == "sharded":
+        assert "model.safetensors.index.json" in files and len(files) > 3
+    config, weights, report = hf_weights.load_hf_bert(str(tmp_path))
+    expected = model.cls.predictions.transform.dense.weight.detach().float().numpy().T
+    np.testing.assert_array_equal(weights["mlm/transform/kernel"], expected)
+    assert all(w.dtype == np.float32 for w in weights.values())
+    assert any("bfloat16 tensors widened to float32 (exact)" in line for line in report)
