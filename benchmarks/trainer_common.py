@@ -364,10 +364,10 @@ def _keras_setup(spec: BenchSpec, overrides: dict):
     keras.utils.set_random_seed(spec.seed)
     config = _config(spec, overrides)
     model = BertPretrainingModel(config)
-    # The trainer's optimizer: AdamW (no decay on LayerNorm and biases), warmup then linear
-    # decay, global-norm clip 1.0.
+    # The trainer's optimizer: AdamW (no decay on LayerNorm and biases), global-norm clip 1.0;
+    # no warmup, so that the learning rate is ~1e-4 from the start, as on the PyTorch side.
     train_config = TrainConfig(
-        batch_size=spec.batch_size, train_steps=100_000, warmup_steps=1000, precision=policy
+        batch_size=spec.batch_size, train_steps=100_000, warmup_steps=0, precision=policy
     )
     model.compile(optimizer=create_optimizer(train_config, model), jit_compile=True)
     return config, model

@@ -31,7 +31,9 @@ CPU_PEAK_TFLOPS = 2 * 2.596e9 * 64 / 1e12
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     trainer_common.add_common_flags(
         parser,
         size="mini",
