@@ -74,7 +74,7 @@ def _training_section(state: dict) -> list[str]:
         tables, key=lambda k: (k not in _METRIC_KEYS, _METRIC_KEYS.index(k) if k in _METRIC_KEYS else 0, k)
     ):
         title = _TITLES.get(key, key.replace("_", " "))
-        lines += [f"### {title}", ""] + _table(sorted(tables[key].items()))
+        lines += [f"### {title}", ""] + (_table(sorted(tables[key].items())) or ["None recorded.", ""])
     return lines
 
 
