@@ -13,6 +13,7 @@ import pytest
 
 from conversion import convert
 from tests.conversion import helpers
+from tests.trainer import hf_reference
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
@@ -25,21 +26,6 @@ def _keras_model(config, seed):
     model = BertPretrainingModel(config)
     model.set_named_weights(helpers.random_weights(config, seed=seed))
     return model
-
-
-def _inputs(config, *, batch=3, seq_len=20, num_pred=4, seed=7):
-    rng = np.random.default_rng(seed)
-    ids = rng.integers(5, config.vocab_size, size=(batch, seq_len)).astype(np.int32)
-    mask = np.zeros_like(ids)
-    segments = np.zeros_like(ids)
-    positions = np.zeros((batch, num_pred), np.int32)
-    for b in range(batch):
-        length = seq_len - 4 * b
-        mask[b, :length] = 1
-        ids[b, length:] = 0
-        segments[b, length // 2 : length] = 1
-        positions[b] = np.sort(rng.choice(np.arange(1, length), size=num_pred, replace=False))
-    return {"input_ids": ids, "input_mask": mask, "segment_ids": segments, "masked_lm_positions": positions}
 
 
 @pytest.fixture(scope="module", params=["gelu", "gelu_new"])
@@ -84,27 +70,16 @@ def test_convert_verify_and_transformers_logits(converted):
     assert hf_config["hidden_act"] == config.hidden_act
     assert hf_config["layer_norm_eps"] == 1e-12 and hf_config["pad_token_id"] == 0
 
-    import torch
     from transformers import AutoModelForPreTraining
 
     hf, info = AutoModelForPreTraining.from_pretrained(out, output_loading_info=True)
     assert info["missing_keys"] == set() or not info["missing_keys"]
     assert not info["unexpected_keys"] and not info["mismatched_keys"]
-    hf.eval()
-    inputs = _inputs(config)
+    inputs = hf_reference.random_inputs(config, batch=3, seq_len=20, num_pred=4, seed=7)
     ours = model(inputs, training=False)
-    with torch.no_grad():
-        theirs = hf(
-            input_ids=torch.tensor(inputs["input_ids"]).long(),
-            attention_mask=torch.tensor(inputs["input_mask"]).long(),
-            token_type_ids=torch.tensor(inputs["segment_ids"]).long(),
-        )
-    logits = theirs.prediction_logits.numpy()
-    gathered = np.take_along_axis(logits, inputs["masked_lm_positions"][:, :, None].astype(np.int64), axis=1)
-    np.testing.assert_allclose(np.asarray(ours["mlm_logits"]), gathered, atol=TOL, rtol=0)
-    np.testing.assert_allclose(
-        np.asarray(ours["nsp_logits"]), theirs.seq_relationship_logits.numpy(), atol=TOL, rtol=0
-    )
+    theirs = hf_reference.hf_outputs(hf.eval(), inputs)
+    for name in ("mlm_logits", "nsp_logits"):
+        np.testing.assert_allclose(np.asarray(ours[name]), theirs[name], atol=TOL, rtol=0, err_msg=name)
 
 
 def test_every_auto_class_and_fill_mask_load_offline(converted):

@@ -16,24 +16,12 @@ from safetensors.numpy import load_file
 
 from conversion import convert
 from tests.conversion import helpers
+from trainer import hf_weights
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CONFIG_KEYS = (
-    "vocab_size",
-    "hidden_size",
-    "num_hidden_layers",
-    "num_attention_heads",
-    "intermediate_size",
-    "hidden_act",
-    "hidden_dropout_prob",
-    "attention_probs_dropout_prob",
-    "max_position_embeddings",
-    "type_vocab_size",
-    "initializer_range",
-    "layer_norm_eps",
-)
+CONFIG_KEYS = tuple(hf_weights.CONFIG_MAP.values())
 
 
 def _save_hf(path, cls_name: str, act: str) -> None:
