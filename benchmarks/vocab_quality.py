@@ -6,7 +6,8 @@ Learns two WordPiece vocabularies of the same size from the same text (the share
 - seed: ``tokenizers.BertWordPieceTokenizer(lowercase=False, strip_accents=False)`` trained on the
   text with ``min_frequency=2`` (the seed's method);
 - ours: word counts made with the stage's normalizer and pre-tokenizer, filtered by
-  ``--min_count``, then :func:`beam_pipelines.vocab.learn.learn_vocabulary`.
+  ``--min_count``, then :func:`beam_pipelines.vocab.learn.learn_vocabulary` (characters counted
+  over every word, as the stage does).
 
 Then tokenizes the held-out ``sentences/`` files with both and reports word-pieces per word and the
 share of words that become ``[UNK]``, side by side. Run::
@@ -96,10 +97,15 @@ def run(corpus: Path, vocab_size: int, min_counts: list[int]) -> dict[str, objec
 
     counts = count_words(train)
     results["distinct_words"] = len(counts)
+    alphabet = learn.count_alphabet(counts.items())  # from every word, as the stage does
     for min_count in min_counts:
         kept = [(w, c) for w, c in counts.items() if c >= min_count]
         start = time.perf_counter()
-        learned = learn.learn_vocabulary(kept, vocab_size=vocab_size)
+        try:
+            learned = learn.learn_vocabulary(kept, vocab_size=vocab_size, alphabet_counts=alphabet)
+        except ValueError as e:
+            results[f"ours_min_count_{min_count}"] = {"error": str(e)}
+            continue
         elapsed = time.perf_counter() - start
         ours = tokenizer_spec.build_tokenizer(learned.tokens)
         quality = split_quality(ours, held)

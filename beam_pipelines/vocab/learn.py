@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
@@ -121,14 +121,42 @@ def canonical_order(learned: Iterable[str], token_occurrences: dict[str, int]) -
     )
 
 
-def select_alphabet(word_counts: Iterable[tuple[str, int]], limit: int) -> set[str]:
-    """Returns the ``limit`` most frequent characters (ties broken by code point)."""
+def count_alphabet(word_counts: Iterable[tuple[str, int]]) -> Counter[str]:
+    """Counts one-character pieces: ``c`` for a word's first character, ``##c`` for the others.
+
+    Words longer than the tokenizer accepts are skipped (they can only be [UNK]).
+    """
+    prefix = tokenizer_spec.CONTINUING_SUBWORD_PREFIX
     counts: Counter[str] = Counter()
     for word, count in word_counts:
-        for ch in word:
-            counts[ch] += count
-    ranked = sorted(counts.items(), key=lambda cc: (-cc[1], cc[0]))
-    return {ch for ch, _ in ranked[:limit]}
+        if not word or len(word) > tokenizer_spec.MAX_INPUT_CHARS_PER_WORD:
+            continue
+        counts[word[0]] += count
+        for ch in word[1:]:
+            counts[prefix + ch] += count
+    return counts
+
+
+def select_alphabet(piece_counts: Mapping[str, int], limit: int) -> tuple[list[str], list[str]]:
+    """Picks the characters the vocabulary starts from.
+
+    Args:
+        piece_counts: counts from :func:`count_alphabet` (summed over any number of words).
+        limit: how many characters to keep.
+
+    Returns:
+        (characters, continuation tokens): the ``limit`` most frequent characters, both positions
+        counted, ties broken by code point; and ``##c`` for each kept ``c`` seen inside a word.
+        Both sorted.
+    """
+    totals: Counter[str] = Counter()
+    for piece, count in piece_counts.items():
+        totals[piece[-1]] += count
+    ranked = sorted(totals.items(), key=lambda cc: (-cc[1], cc[0]))
+    characters = sorted(ch for ch, _ in ranked[:limit])
+    kept = set(characters)
+    continuing = sorted(p for p, c in piece_counts.items() if len(p) > 1 and c > 0 and p[-1] in kept)
+    return characters, continuing
 
 
 def learn_vocabulary(
@@ -139,6 +167,7 @@ def learn_vocabulary(
     min_pair_count: int = 2,
     limit_alphabet: int = 1000,
     spare_fraction: float = 1 / 16,
+    alphabet_counts: Iterable[tuple[str, int]] | Mapping[str, int] | None = None,
 ) -> LearnedVocabulary:
     """Learns a WordPiece vocabulary of exactly ``vocab_size`` tokens.
 
@@ -153,9 +182,11 @@ def learn_vocabulary(
     only make ``[UNK]`` of them.
 
     The trainer breaks ties between equally frequent pairs by token id, and gives the ``##c``
-    tokens ids in the order it meets the words (a hash map's order, different every run). Giving
-    it every ``##c`` token up front, sorted, makes its ids (hence every tie, hence the token set)
-    reproducible; these are the tokens it would have created itself.
+    tokens ids in the order it meets the words (a hash map's order, different every run), and
+    cuts its alphabet at ``limit_alphabet`` with ties in any order. Choosing the alphabet here
+    (ties by code point) and giving the trainer every character and every ``##c`` token up
+    front, sorted, makes its ids (hence every tie, hence the token set) reproducible; these are
+    the tokens it would have created itself.
 
     Args:
         word_counts: (word, count) pairs of normalized, pre-tokenized words, any order, each word
@@ -166,6 +197,10 @@ def learn_vocabulary(
         limit_alphabet: at most this many distinct characters start the vocabulary.
         spare_fraction: how many more tokens to learn before dropping the least used, as a
             fraction of the learned part of the vocabulary.
+        alphabet_counts: :func:`count_alphabet` over all words, rare ones included, so that
+            characters seen only in words below the minimum count still get a token (as they
+            do when the seed's method learns from the whole text); default: counted from
+            ``word_counts``.
 
     Returns:
         The vocabulary in canonical id order, with statistics.
@@ -179,12 +214,14 @@ def learn_vocabulary(
         raise ValueError(f"--vocab_size {vocab_size} leaves no room after {len(reserved)} reserved tokens")
     ordered = canonical_word_order(word_counts)
     short = [(w, c) for w, c in ordered if len(w) <= tokenizer_spec.MAX_INPUT_CHARS_PER_WORD]
-    alphabet = select_alphabet(short, limit_alphabet)
+    if alphabet_counts is None:
+        alphabet_counts = count_alphabet(short)
+    characters, continuing = select_alphabet(dict(alphabet_counts), limit_alphabet)
+    alphabet = set(characters)
     usable = [(w, c) for w, c in short if all(ch in alphabet for ch in w)]
     if not usable:
         raise ValueError("no words to learn a vocabulary from (empty input, or every word below --min_count)")
     prefix = tokenizer_spec.CONTINUING_SUBWORD_PREFIX
-    continuing = sorted({prefix + ch for w, _ in usable for ch in w[1:]})
     if len(alphabet) + len(continuing) > target:
         raise ValueError(
             f"--vocab_size {vocab_size} is too small: the alphabet alone needs "
@@ -196,6 +233,7 @@ def learn_vocabulary(
         min_frequency=min_pair_count,
         show_progress=False,
         special_tokens=continuing,
+        initial_alphabet=characters,
         continuing_subword_prefix=prefix,
     )
     # The words are already normalized and pre-tokenized: the learner only splits the replay.

@@ -151,10 +151,10 @@ def build_pipeline(p, config: VocabConfig):
     """
     import apache_beam as beam
 
-    word_counts = (
+    word_counts, alphabet_counts = (
         p
         | "ReadCorpus" >> beam.io.ReadFromText(config.input_pattern, validate=False)
-        | "CountWords" >> transforms.CountWords(min_count=config.min_count)
+        | "CountWords" >> transforms.CountWords(min_count=config.min_count, with_alphabet=True)
     )
     _ = word_counts | "WriteWordCounts" >> transforms.WriteWordCounts(config.vocab_dir, config.num_shards)
     return (
@@ -166,6 +166,7 @@ def build_pipeline(p, config: VocabConfig):
             num_unused=config.num_unused,
             min_pair_count=config.min_pair_count,
             limit_alphabet=config.limit_alphabet,
+            alphabet_counts=alphabet_counts,
         )
         | "WriteTokenizer" >> transforms.WriteTokenizer(config.vocab_dir)
     )

@@ -58,20 +58,36 @@ class _CountWordsInBundle(beam.DoFn):
 
 
 class _KeepFrequent(beam.DoFn):
-    """(word, count) -> (word, count) if count >= min_count; counts both sides."""
+    """(word, count) -> (word, count) if count >= min_count; counts both sides.
 
-    def __init__(self, min_count: int) -> None:
+    With ``with_alphabet``, also emits to the ``alphabet`` output the one-character pieces of
+    every word, kept or not (:func:`beam_pipelines.vocab.learn.count_alphabet`), per bundle.
+    """
+
+    ALPHABET = "alphabet"
+
+    def __init__(self, min_count: int, with_alphabet: bool) -> None:
         self._min_count = min_count
+        self._with_alphabet = with_alphabet
         self._distinct = Metrics.counter(METRICS_NAMESPACE, "distinct_words")
         self._kept = Metrics.counter(METRICS_NAMESPACE, "distinct_words_kept")
         self._kept_occurrences = Metrics.counter(METRICS_NAMESPACE, "word_occurrences_kept")
 
+    def start_bundle(self) -> None:
+        self._alphabet: Counter[str] = Counter()
+
     def process(self, word_count: tuple[str, int]):
         self._distinct.inc()
+        if self._with_alphabet:
+            self._alphabet.update(learn.count_alphabet([word_count]))
         if word_count[1] >= self._min_count:
             self._kept.inc()
             self._kept_occurrences.inc(word_count[1])
             yield word_count
+
+    def finish_bundle(self):
+        for piece_count in self._alphabet.items():
+            yield beam.pvalue.TaggedOutput(self.ALPHABET, GlobalWindows.windowed_value(piece_count))
 
 
 class CountWords(beam.PTransform):
@@ -80,20 +96,32 @@ class CountWords(beam.PTransform):
     Words are what the final tokenizer's normalizer and pre-tokenizer make of each line
     (:class:`beam_pipelines.vocab.tokenizer_spec.WordSplitter`); each word appears once, with its
     total count, and only if that count is at least ``min_count``.
+
+    With ``with_alphabet=True`` the result is a pair ``(word_counts, alphabet_counts)``, the
+    second a PCollection[tuple[str, int]] of one-character pieces (``c``, ``##c``) counted over
+    every word, those under ``min_count`` included.
     """
 
-    def __init__(self, *, min_count: int = 1, max_distinct_per_bundle: int = 200_000) -> None:
+    def __init__(self, *, min_count: int = 1, with_alphabet: bool = False, max_distinct_per_bundle: int = 200_000) -> None:
         super().__init__()
         self._min_count = min_count
+        self._with_alphabet = with_alphabet
         self._max_distinct = max_distinct_per_bundle
 
     def expand(self, lines):
-        return (
+        outputs = (
             lines
             | "CountInBundles" >> beam.ParDo(_CountWordsInBundle(self._max_distinct))
             | "SumCounts" >> beam.CombinePerKey(sum)
-            | "DropRareWords" >> beam.ParDo(_KeepFrequent(self._min_count))
+            | "DropRareWords"
+            >> beam.ParDo(_KeepFrequent(self._min_count, self._with_alphabet)).with_outputs(
+                _KeepFrequent.ALPHABET, main="words"
+            )
         )
+        if not self._with_alphabet:
+            return outputs.words
+        alphabet = outputs[_KeepFrequent.ALPHABET] | "SumAlphabet" >> beam.CombinePerKey(sum)
+        return outputs.words, alphabet
 
 
 def word_rank(word_count: tuple[str, int]) -> tuple[int, str]:
@@ -123,9 +151,9 @@ class _Learn(beam.DoFn):
             )
         }
 
-    def process(self, word_counts: list[tuple[str, int]]):
+    def process(self, word_counts: list[tuple[str, int]], alphabet_counts=None):
         logger.info("learning a vocabulary of %d from %d distinct words", self._options["vocab_size"], len(word_counts))
-        learned = learn.learn_vocabulary(word_counts, **self._options)
+        learned = learn.learn_vocabulary(word_counts, alphabet_counts=alphabet_counts, **self._options)
         self._counters["learner_words"].inc(learned.words)
         self._counters["learner_word_occurrences"].inc(learned.word_occurrences)
         self._counters["learner_pieces"].inc(learned.pieces)
@@ -139,14 +167,23 @@ class LearnVocabulary(beam.PTransform):
     """PCollection[tuple[str, int]] of (word, count) -> PCollection[LearnedVocabulary] (one element).
 
     Keeps the ``max_words`` most frequent words, then learns the vocabulary from them on one
-    worker with :func:`beam_pipelines.vocab.learn.learn_vocabulary`.
+    worker with :func:`beam_pipelines.vocab.learn.learn_vocabulary`. ``alphabet_counts``
+    (optional, from ``CountWords(with_alphabet=True)``) picks the characters from every word.
     """
 
     def __init__(
-        self, *, vocab_size: int, max_words: int, num_unused: int = 0, min_pair_count: int = 2, limit_alphabet: int = 1000
+        self,
+        *,
+        vocab_size: int,
+        max_words: int,
+        num_unused: int = 0,
+        min_pair_count: int = 2,
+        limit_alphabet: int = 1000,
+        alphabet_counts=None,
     ) -> None:
         super().__init__()
         self._max_words = max_words
+        self._alphabet_counts = alphabet_counts
         self._learn = _Learn(
             vocab_size=vocab_size, num_unused=num_unused, min_pair_count=min_pair_count, limit_alphabet=limit_alphabet
         )
@@ -157,7 +194,11 @@ class LearnVocabulary(beam.PTransform):
             # Global: the learner needs every word at once. Top keeps at most max_words per
             # worker while combining, so the one list that reaches the learner is bounded.
             | "KeepMostFrequentWords" >> beam.combiners.Top.Of(self._max_words, key=word_rank)
-            | "Learn" >> beam.ParDo(self._learn)
+            | "Learn"
+            >> beam.ParDo(
+                self._learn,
+                beam.pvalue.AsList(self._alphabet_counts) if self._alphabet_counts is not None else None,
+            )
         )
 
 
