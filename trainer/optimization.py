@@ -55,6 +55,68 @@ def no_decay_variables(model) -> list:
     ]
 
 
+def _tf_replicas_in_sync() -> int:
+    """Replicas of the enclosing ``tf.distribute`` replica context (1 elsewhere)."""
+    if keras.backend.backend() != "tensorflow":
+        return 1
+    import tensorflow as tf
+
+    if not tf.distribute.has_strategy() or tf.distribute.in_cross_replica_context():
+        return 1
+    return tf.distribute.get_replica_context().num_replicas_in_sync
+
+
+def _dense(grads: list) -> list:
+    """Embedding gradients as dense tensors (TensorFlow ``IndexedSlices`` repeat a row once per
+    occurrence of a token, and the norm of those slices is not the norm of the gradient)."""
+    if keras.backend.backend() != "tensorflow":
+        return grads
+    import tensorflow as tf
+
+    return [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in grads]
+
+
+def _clip_after_replica_sum(base: type) -> type:
+    """``base`` with global-norm clipping of the true gradient on TensorFlow.
+
+    Keras 3.15's TensorFlow optimizer (1) clips each replica's partial gradient by its own norm
+    and sums afterwards, so a job on 8 TPU cores would clip differently from one on 1, and
+    (2) takes the norm of embedding ``IndexedSlices`` with repeated rows. Here the replicas'
+    gradients are summed first, made dense, then clipped by their global norm.
+    """
+
+    class ClipAfterSum(base):
+        def _clip_gradients(self, grads):
+            if not self.global_clipnorm:
+                return super()._clip_gradients(grads)
+            if _tf_replicas_in_sync() > 1:
+                return grads  # clipped in _backend_update_step, after the sum
+            return super()._clip_gradients(_dense(grads))
+
+        def _backend_update_step(self, grads, trainable_variables, learning_rate):
+            if not self.global_clipnorm or _tf_replicas_in_sync() == 1:
+                return super()._backend_update_step(grads, trainable_variables, learning_rate)
+            import tensorflow as tf
+
+            # As Keras's TensorFlow _backend_update_step, with the clip between sum and update.
+            variables = [v.value if isinstance(v, keras.Variable) else v for v in trainable_variables]
+            summed = self._all_reduce_sum_gradients(list(zip(grads, variables, strict=True)))
+            clipped, _ = tf.clip_by_global_norm(_dense([g for g, _ in summed]), self.global_clipnorm)
+            tf.__internal__.distribute.interim.maybe_merge_call(
+                self._distributed_tf_update_step,
+                self._distribution_strategy,
+                list(zip(clipped, variables, strict=True)),
+                learning_rate,
+            )
+
+    ClipAfterSum.__name__ = base.__name__
+    return ClipAfterSum
+
+
+AdamW = _clip_after_replica_sum(keras.optimizers.AdamW)
+Lamb = _clip_after_replica_sum(keras.optimizers.Lamb)
+
+
 def make_schedule(config: TrainConfig) -> WarmupLinearDecay:
     return WarmupLinearDecay(
         config.learning_rate, config.warmup_steps, config.train_steps, config.end_learning_rate
@@ -77,9 +139,9 @@ def create_optimizer(config: TrainConfig, model) -> keras.optimizers.Optimizer:
     }
     if config.optimizer == "adamw":
         # Keras AdamW applies decay decoupled from the Adam update: v -= lr * wd * v.
-        optimizer = keras.optimizers.AdamW(**common, name="adamw")
+        optimizer = AdamW(**common, name="adamw")
     else:
-        optimizer = keras.optimizers.Lamb(**common, name="lamb")
+        optimizer = Lamb(**common, name="lamb")
     if config.weight_decay:
         optimizer.exclude_from_weight_decay(var_list=no_decay_variables(model))
     return optimizer

@@ -1,0 +1,58 @@
+"""Run as a script: one train step on 1 replica vs 2 replicas (MirroredStrategy over two
+logical CPU devices) from the same weights and global batch; prints the differences as JSON.
+
+A separate process because logical devices must be configured before TensorFlow starts.
+"""
+
+from __future__ import annotations
+
+import json
+
+import tensorflow as tf
+
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from tests.trainer.batches import CONFIG, uneven_batch  # noqa: E402
+from trainer.bert_model import BertPretrainingModel  # noqa: E402
+from trainer.config import TrainConfig  # noqa: E402
+from trainer.optimization import create_optimizer  # noqa: E402
+
+
+def train(strategy, initial: dict, optimizer: str, steps: int) -> tuple[dict, float]:
+    features, labels = uneven_batch()
+    with strategy.scope():
+        model = BertPretrainingModel(CONFIG)
+        model.set_named_weights(initial)
+        if optimizer == "sgd":
+            opt = keras.optimizers.SGD(1.0)
+        else:
+            opt = create_optimizer(TrainConfig(learning_rate=1e-3, warmup_steps=0, train_steps=100), model)
+        model.compile(optimizer=opt, jit_compile=False)
+    ds = tf.data.Dataset.from_tensors((features, labels)).repeat()
+    history = model.fit(ds, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False)
+    return model.get_named_weights(), float(history.history["loss"][-1])
+
+
+def main() -> None:
+    keras.utils.set_random_seed(0)
+    initial = BertPretrainingModel(CONFIG).get_named_weights()
+    mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    result = {"replicas": mirrored.num_replicas_in_sync}
+    for optimizer, steps in (("sgd", 1), ("adamw", 2)):
+        one, loss_one = train(tf.distribute.get_strategy(), initial, optimizer, steps)
+        two, loss_two = train(mirrored, initial, optimizer, steps)
+        result[optimizer] = {
+            "max_update": max(float(np.max(np.abs(one[k] - initial[k]))) for k in one),
+            "max_diff": max(float(np.max(np.abs(one[k] - two[k]))) for k in one),
+            "loss_one": loss_one,
+            "loss_two": loss_two,
+        }
+    print("RESULT " + json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
