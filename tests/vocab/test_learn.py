@@ -94,3 +94,20 @@ def test_overlong_words_and_rare_characters_are_left_out():
     assert learned.words_rare_characters >= 2
     assert "𒀀" not in learned.tokens and len(learned.tokens) == 180
     assert max(len(t) for t in learned.tokens) <= tokenizer_spec.MAX_INPUT_CHARS_PER_WORD
+
+
+def test_count_alphabet_marks_positions_and_skips_overlong_words():
+    counts = learn.count_alphabet([("कर", 3), ("रक", 1), ("क" * 101, 9)])
+    assert counts == {"क": 3, "##र": 3, "र": 1, "##क": 1}
+
+
+def test_characters_of_rare_words_still_get_tokens():
+    """Counting characters over every word keeps [UNK] as rare as learning from the text does."""
+    kept = _word_counts()
+    rare = [("ज़ूम", 1), ("ॐ", 1)]
+    alphabet = learn.count_alphabet(kept + rare)
+    learned = learn.learn_vocabulary(kept, vocab_size=180, alphabet_counts=alphabet)
+    assert {"ज", "##\u093c", "##ू", "##म", "ॐ"} <= set(learned.tokens)
+    assert "##ॐ" not in learned.tokens
+    plain = learn.learn_vocabulary(kept, vocab_size=180)
+    assert "ॐ" not in plain.tokens

@@ -8,7 +8,7 @@ import apache_beam as beam
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from beam_pipelines.vocab import tokenizer_spec, transforms
+from beam_pipelines.vocab import learn, tokenizer_spec, transforms
 from tests.vocab.conftest import synthetic_documents
 
 LINES = [
@@ -93,3 +93,14 @@ def test_word_count_shards_are_sorted_and_complete(tmp_path):
         rows += [(w, int(c)) for w, c in shard_rows]
         assert all(transforms.shard_of(w, 8) == names.index(name) for w, _ in shard_rows)
     assert sorted(rows) == sorted(counts)
+
+
+def test_count_words_with_alphabet_counts_every_word():
+    lines = [line for doc in synthetic_documents(20) for line in doc] + ["ॐ ज़ूम"]
+    expected_words = {w: c for w, c in _python_counts(lines).items() if c >= 2}
+    expected_alphabet = learn.count_alphabet(_python_counts(lines).items())
+    assert expected_alphabet["ॐ"] == 1
+    with BeamTestPipeline() as p:
+        words, alphabet = p | beam.Create(lines) | transforms.CountWords(min_count=2, with_alphabet=True)
+        assert_that(words, equal_to(sorted(expected_words.items())), label="words")
+        assert_that(alphabet, equal_to(sorted(expected_alphabet.items())), label="alphabet")
