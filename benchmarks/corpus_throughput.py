@@ -95,10 +95,17 @@ def make_input(folder: Path, size_bytes: int, *, seed: int = 2301) -> dict:
     return {"json_bytes": written, "zstd_bytes": compressed, "documents": docs, "files": part}
 
 
-def _peak_rss_run(cmd: list[str]) -> tuple[float, int, str]:
-    """Runs ``cmd``; returns (seconds, peak RSS in bytes of the process tree, output tail)."""
+def _peak_rss_run(cmd: list[str]) -> tuple[float, float, int, str]:
+    """Runs ``cmd``; returns (wall seconds, CPU seconds, peak RSS in bytes of the process tree, output tail).
+
+    CPU seconds (user + system of the process and every descendant it waited for) say more
+    than wall time on a machine shared with other jobs.
+    """
+    import resource
+
     import psutil
 
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     ps = psutil.Process(proc.pid)
@@ -117,10 +124,12 @@ def _peak_rss_run(cmd: list[str]) -> tuple[float, int, str]:
         time.sleep(0.1)
     reader.join()
     seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     output = "".join(out_chunks)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{output[-3000:]}")
-    return seconds, peak, output[-2000:]
+    return seconds, cpu, peak, output[-2000:]
 
 
 def run_stage_main(argv: list[str]) -> None:
@@ -184,7 +193,7 @@ def baseline_main(argv: list[str]) -> None:
         shards.setdefault(split_shard, []).append((key, text))
     os.makedirs(f"{out}/corpus", exist_ok=True)
     for (split, shard), docs in shards.items():
-        with gzip.GzipFile(f"{out}/corpus/{split}-{shard:05d}.txt.gz", "wb", mtime=0) as gz:
+        with gzip.GzipFile(f"{out}/corpus/{split}-{shard:05d}.txt.gz", "wb", mtime=0, compresslevel=4) as gz:
             for _, text in sorted(docs):
                 gz.write((text + "\n\n").encode())
     print(json.dumps({"records_read": read, "documents_kept": len(kept), "dropped": dropped}))
@@ -205,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(folder)
         info = make_input(folder, int(size_mb * 2**20))
         mb = info["json_bytes"] / 2**20
-        print(f"input {size_mb:g} MB: {info}", flush=True)
+        print(f"input {size_mb:g} MB: {info}; load average {os.getloadavg()}", flush=True)
         pattern = str(folder / "*.jsonl.zst")
         runs = [
             (
@@ -239,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
             )
         for name, cmd in runs:
-            seconds, peak, tail = _peak_rss_run(cmd)
+            seconds, cpu, peak, tail = _peak_rss_run(cmd)
             row = {
                 "input_mb": round(mb, 1),
                 "documents": info["documents"],

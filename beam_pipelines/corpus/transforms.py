@@ -264,7 +264,7 @@ class _WriteShardFn(beam.DoFn):
         path = self._paths[key]
         with io_utils.atomic_create(path) as f:
             # No file name and mtime 0 in the header: the same content gives the same bytes.
-            with gzip.GzipFile(filename="", mode="wb", fileobj=f, mtime=0, compresslevel=6) as gz:
+            with gzip.GzipFile(filename="", mode="wb", fileobj=f, mtime=0, compresslevel=4) as gz:
                 for _, payload in items:
                     gz.write(zlib.decompress(payload))
         yield path
