@@ -68,8 +68,12 @@ def find_export_dir(model_dir: str) -> str:
 
 def build_files(
     *, export_dir: str, vocab_dir: str, output_dir: str, language: str | None
-) -> tuple[dict[str, bytes], BertConfig, vocab_files.Vocabulary]:
-    """Reads and checks every input; returns the output files by name, the config and the vocabulary.
+) -> tuple[dict[str, bytes], BertConfig, vocab_files.Vocabulary, list[str]]:
+    """Reads and checks every input.
+
+    Returns:
+        The output files by name, the model config, the vocabulary, and notes on what the
+        converter had to add to ``tokenizer.json`` (see ``vocab_files.complete_tokenizer_json``).
 
     Raises:
         FileNotFoundError: naming the missing export or vocabulary files.
@@ -101,7 +105,8 @@ def build_files(
         out = hf_writer.model_files(weights, config, pad_token_id=vocab.token_id("pad_token"))
     except ValueError as e:
         raise ValueError(f"{fileio.join(export_dir, export.WEIGHTS_NAME)}: {e}") from e
-    out.update(vocab_files.tokenizer_files(vocab, model_max_length=config.max_position_embeddings))
+    tokenizer_out, notes = vocab_files.tokenizer_files(vocab, model_max_length=config.max_position_embeddings)
+    out.update(tokenizer_out)
     card = model_card.render(
         config=config.to_dict(),
         training_state=state,
@@ -110,16 +115,18 @@ def build_files(
         language=language or None,
     )
     out["README.md"] = card.encode("utf-8")
-    return out, config, vocab
+    return out, config, vocab, notes
 
 
 def convert(args: argparse.Namespace, *, log=print) -> None:
     """Runs the conversion described by the parsed flags (see the module docstring)."""
     files.check_output_dir(args.output_dir, overwrite=args.overwrite)
     export_dir = find_export_dir(args.model_dir)
-    outputs, config, vocab = build_files(
+    outputs, config, vocab, notes = build_files(
         export_dir=export_dir, vocab_dir=args.vocab_dir, output_dir=args.output_dir, language=args.language
     )
+    for note in notes:
+        log(note)
     examples = source = None
     if args.verify:
         # Read or make the examples first: a bad --data_dir fails before anything is written.

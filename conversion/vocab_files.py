@@ -115,6 +115,42 @@ def read_vocabulary(vocab_dir: str) -> Vocabulary:
     )
 
 
+def complete_tokenizer_json(vocab: Vocabulary) -> tuple[str, list[str]]:
+    """``tokenizer.json`` for the Hugging Face folder, and notes on what had to be added.
+
+    The vocabulary stage's file is copied unchanged. A file made elsewhere may lack what
+    transformers relies on; then, and only then, the converter adds it and says so:
+
+    - the five special tokens registered as special (else ``[MASK]`` typed in a sentence is
+      split into ``[``, ``MASK``, ``]`` and fill-mask finds no mask);
+    - a post-processor adding ``[CLS] A [SEP]`` / ``[CLS] A [SEP] B [SEP]`` with token types
+      0 and 1, as BERT was trained.
+
+    The normalizer, pre-tokenizer and model are never changed.
+    """
+    from tokenizers import Tokenizer, processors
+
+    data = json.loads(vocab.tokenizer_json)
+    registered = {t["content"] for t in data.get("added_tokens") or [] if t.get("special")}
+    missing = [t for t in vocab.special_tokens.values() if t not in registered]
+    notes = []
+    if not missing and data.get("post_processor"):
+        return vocab.tokenizer_json, notes
+    tokenizer = Tokenizer.from_str(vocab.tokenizer_json)
+    if missing:
+        tokenizer.add_special_tokens(missing)
+        notes.append(f"tokenizer.json: registered {missing} as special tokens")
+    if not data.get("post_processor"):
+        cls, sep = vocab.special_tokens["cls_token"], vocab.special_tokens["sep_token"]
+        tokenizer.post_processor = processors.TemplateProcessing(
+            single=f"{cls}:0 $A:0 {sep}:0",
+            pair=f"{cls}:0 $A:0 {sep}:0 $B:1 {sep}:1",
+            special_tokens=[(cls, vocab.tokens.index(cls)), (sep, vocab.tokens.index(sep))],
+        )
+        notes.append(f"tokenizer.json: added the post-processor {cls} A {sep} / {cls} A {sep} B {sep}")
+    return tokenizer.to_str(pretty=True), notes
+
+
 def tokenizer_config(vocab: Vocabulary, *, model_max_length: int) -> dict:
     """The ``tokenizer_config.json`` of the Hugging Face folder (see the module docstring)."""
     return {
@@ -129,15 +165,16 @@ def tokenizer_config(vocab: Vocabulary, *, model_max_length: int) -> dict:
     }
 
 
-def tokenizer_files(vocab: Vocabulary, *, model_max_length: int) -> dict[str, bytes]:
-    """Every tokenizer file of the Hugging Face folder, by name."""
+def tokenizer_files(vocab: Vocabulary, *, model_max_length: int) -> tuple[dict[str, bytes], list[str]]:
+    """Every tokenizer file of the Hugging Face folder, by name, and notes on ``tokenizer.json``."""
 
     def as_json(obj) -> bytes:
         return (json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
 
+    tokenizer_json, notes = complete_tokenizer_json(vocab)
     return {
         VOCAB_TXT: "".join(f"{t}\n" for t in vocab.tokens).encode("utf-8"),
-        TOKENIZER_JSON: vocab.tokenizer_json.encode("utf-8"),
+        TOKENIZER_JSON: tokenizer_json.encode("utf-8"),
         TOKENIZER_CONFIG: as_json(tokenizer_config(vocab, model_max_length=model_max_length)),
         SPECIAL_TOKENS_MAP: as_json(vocab.special_tokens),
-    }
+    }, notes

@@ -43,8 +43,11 @@ def vocab_tokens(size: int) -> list[str]:
     return tokens
 
 
-def write_vocab_dir(path: str, size: int) -> str:
-    """Writes ``vocab.txt``, ``tokenizer.json``, ``tokenizer_config.json``, ``special_tokens_map.json``."""
+def write_vocab_dir(path: str, size: int, *, bare: bool = False) -> str:
+    """Writes ``vocab.txt``, ``tokenizer.json``, ``tokenizer_config.json``, ``special_tokens_map.json``.
+
+    ``bare``: a ``tokenizer.json`` without registered special tokens and without a post-processor.
+    """
     tokens = vocab_tokens(size)
     ids = {t: i for i, t in enumerate(tokens)}
     tok = Tokenizer(models.WordPiece(ids, unk_token="[UNK]", continuing_subword_prefix="##"))
@@ -56,13 +59,14 @@ def write_vocab_dir(path: str, size: int) -> str:
         ]
     )
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS]:0 $A:0 [SEP]:0",
-        pair="[CLS]:0 $A:0 [SEP]:0 $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", ids["[CLS]"]), ("[SEP]", ids["[SEP]"])],
-    )
     tok.decoder = decoders.WordPiece(prefix="##")
-    tok.add_special_tokens(SPECIALS)
+    if not bare:
+        tok.post_processor = processors.TemplateProcessing(
+            single="[CLS]:0 $A:0 [SEP]:0",
+            pair="[CLS]:0 $A:0 [SEP]:0 $B:1 [SEP]:1",
+            special_tokens=[("[CLS]", ids["[CLS]"]), ("[SEP]", ids["[SEP]"])],
+        )
+        tok.add_special_tokens(SPECIALS)
     os.makedirs(path, exist_ok=True)
     with open(os.path.join(path, "vocab.txt"), "w", encoding="utf-8") as f:
         f.write("".join(f"{t}\n" for t in tokens))

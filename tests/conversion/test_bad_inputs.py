@@ -174,3 +174,25 @@ def test_failed_verification_writes_nothing(inputs, capsys):
     # No float32 computation in two frameworks agrees to 1e-30: the check must fail and say by how much.
     code = _run(model_dir, vocab_dir, out, "--verify", "--tolerance", "1e-30", "--verify_examples", "4")
     _assert_refused(capsys, code, out, "does not reproduce the trained one", "MLM logits differ by up to")
+
+
+def test_tokenizer_json_without_special_tokens_or_post_processor_is_completed(tmp_path, capsys):
+    helpers.write_export(str(tmp_path / "model"), helpers.TINY, helpers.random_weights(helpers.TINY))
+    vocab_dir = helpers.write_vocab_dir(str(tmp_path / "vocab"), helpers.TINY.vocab_size, bare=True)
+    out = tmp_path / "hf"
+    code = _run(tmp_path / "model", vocab_dir, out, "--verify", "--verify_examples", "4")
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    assert (
+        "tokenizer.json: registered ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]'] as special tokens"
+        in printed.out
+    )
+    assert "tokenizer.json: added the post-processor [CLS] A [SEP] / [CLS] A [SEP] B [SEP]" in printed.out
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    tokens = helpers.vocab_tokens(helpers.TINY.vocab_size)
+    assert tokenizer("भारत [MASK]", "है")["input_ids"] == [2, tokens.index("भारत"), 4, 3, tokens.index("है"), 3]
+    # The normalizer is the vocabulary's (NFC, ZWJ kept), not replaced.
+    saved = json.load(open(out / "tokenizer.json"))
+    assert saved["normalizer"] == json.load(open(os.path.join(vocab_dir, "tokenizer.json")))["normalizer"]

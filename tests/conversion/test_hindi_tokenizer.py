@@ -56,6 +56,8 @@ def test_converted_tokenizer_matches_tokenizer_json_on_hindi(shared_corpus, tmp_
     out = tmp_path / "hf"
     argv = ["--model_dir", str(tmp_path / "model"), "--vocab_dir", str(vocab_dir), "--output_dir", str(out)]
     assert convert.main(argv) == 0
+    # The vocabulary stage's tokenizer.json is complete: copied byte for byte.
+    assert (out / "tokenizer.json").read_bytes() == (vocab_dir / "tokenizer.json").read_bytes()
 
     reference = Tokenizer.from_file(str(vocab_dir / "tokenizer.json"))
     tokenizer = AutoTokenizer.from_pretrained(out)
