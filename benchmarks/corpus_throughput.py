@@ -256,17 +256,19 @@ def main(argv: list[str] | None = None) -> int:
                 "run": name,
                 "seconds": round(seconds, 1),
                 "mb_per_s": round(mb / seconds, 2),
+                "cpu_seconds": round(cpu, 1),
+                "mb_per_cpu_s": round(mb / cpu, 2),
                 "peak_rss_gb": round(peak / 2**30, 2),
                 "result": tail.strip().splitlines()[-1],
             }
             rows.append(row)
             print(json.dumps(row, ensure_ascii=False), flush=True)
-    print("\n| input (MB JSONL) | docs | run | seconds | MB/s | peak RSS (GB) |")
-    print("|---:|---:|---|---:|---:|---:|")
+    print(f"\nload average at the end: {os.getloadavg()}")
+    print("| input (MB JSONL) | docs | run | wall s | MB/s | CPU s | MB per CPU s | peak RSS (GB) |")
+    print("|---:|---:|---|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(
-            f"| {r['input_mb']} | {r['documents']} | {r['run']} | {r['seconds']} | {r['mb_per_s']} | {r['peak_rss_gb']} |"
-        )
+        print(f"| {r['input_mb']} | {r['documents']} | {r['run']} | {r['seconds']} | {r['mb_per_s']} | "
+              f"{r['cpu_seconds']} | {r['mb_per_cpu_s']} | {r['peak_rss_gb']} |")
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
     return 0
