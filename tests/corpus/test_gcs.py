@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import socket
 
 import pytest
 
@@ -15,29 +14,25 @@ pytestmark = pytest.mark.gcs
 
 
 @pytest.fixture
-def gcs_emulator(monkeypatch):
-    """A gcp-storage-emulator with bucket ``corpus-test``; Beam's GCS client talks to it anonymously."""
-    server_mod = pytest.importorskip("gcp_storage_emulator.server")
-    from apache_beam.internal.gcp import auth
+def gcs_bucket(tmp_path):
+    """The project's GCS emulator (``tests.cloud.gcs_emulator``) and its bucket, as a client object."""
+    pytest.importorskip("gcp_storage_emulator")
     from google.cloud import storage
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = server_mod.create_server("127.0.0.1", port, in_memory=True, default_bucket="corpus-test")
-    server.start()
-    monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{port}")
-    # Skip the search for credentials (metadata server, ~20 s offline): use an anonymous client.
-    monkeypatch.setattr(auth._Credentials, "_credentials_init", True)
-    monkeypatch.setattr(auth._Credentials, "_credentials", None)
+    from tests.cloud.gcs_emulator import StorageEmulator
+
+    emulator = StorageEmulator(tmp_path / "gcs", bucket="corpus-test").start()
     try:
-        yield storage.Client.create_anonymous_client().bucket("corpus-test")
+        with pytest.MonkeyPatch.context() as mp:
+            for name, value in emulator.env().items():
+                mp.setenv(name, value)
+            yield storage.Client().bucket("corpus-test")
     finally:
-        server.stop()
+        emulator.stop()
 
 
-def test_stage_on_gcs(gcs_emulator, tmp_path):
-    bucket = gcs_emulator
+def test_stage_on_gcs(gcs_bucket, tmp_path):
+    bucket = gcs_bucket
     sample = stage.DEFAULT_INPUT.replace("*", "hi_meta_part_1")
     bucket.blob("in/hi_meta_part_1.jsonl.zst").upload_from_filename(sample)
     _, report = run_corpus(["--input", "gs://corpus-test/in/*.jsonl.zst", "--output_dir", "gs://corpus-test/out",
