@@ -361,8 +361,9 @@ def parse_json_record(line: Line, *, source: str, max_record_bytes: int) -> RawR
     if line.length > max_record_bytes:
         return Malformed(source, line.offset, RECORD_TOO_LONG,
                          f"{line.length} bytes > limit {max_record_bytes}", _preview(line.data), line.length)
+    data = line.data[len(_BOM):] if line.offset == 0 and line.data.startswith(_BOM) else line.data
     try:
-        text = line.data.decode("utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         return Malformed(source, line.offset, INVALID_UTF8, str(e), _preview(line.data), line.length)
     try:

@@ -28,6 +28,8 @@ import logging
 import math
 import os
 
+import apache_beam as beam
+
 from beam_pipelines import io_utils
 from beam_pipelines.corpus import filters, readers, sources, transforms
 
@@ -184,8 +186,6 @@ def preflight(config: CorpusConfig) -> None:
 
 def build_pipeline(p, config: CorpusConfig):
     """Adds the corpus stage to the pipeline ``p``; returns the PCollection of written paths."""
-    import apache_beam as beam
-
     records, malformed = p | "ReadCorpus" >> transforms.ReadCorpus(
         config.input_patterns, input_format=config.input_format, split_bytes=config.read_split_bytes,
         max_record_bytes=config.max_record_bytes)

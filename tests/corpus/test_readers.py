@@ -92,6 +92,11 @@ def test_bad_json_lines_become_malformed(name, line, reason):
     assert out[2].offset == len(good) + len(line) + 2
 
 
+def test_json_bom_at_file_start_is_ignored():
+    out = records_of(b"\xef\xbb\xbf" + oscar_line("एक") + b"\n" + oscar_line("दो"), fmt=R.OSCAR2301)
+    assert [r.text for r in out] == ["एक", "दो"]
+
+
 def test_missing_metadata_gives_empty_language():
     [rec] = records_of(b'{"content": "x"}', fmt=R.OSCAR2301)
     assert (rec.lang, rec.lang_prob, rec.quality_warnings) == ("", None, ())
