@@ -47,7 +47,7 @@ class VocabConfig:
     output_dir: str
     input_pattern: str
     vocab_size: int = 32000
-    min_count: int = 2
+    min_count: int = 1
     max_words: int = 2_000_000
     num_unused: int = 0
     min_pair_count: int = 2
@@ -96,8 +96,9 @@ def add_arguments(group: argparse._ArgumentGroup) -> None:
                        help="glob of corpus-format text files to learn from (default: OUTPUT_DIR/corpus/train-*.txt.gz)")
     group.add_argument("--vocab_size", type=int, default=32000,
                        help="entries in vocab.txt, special and unused tokens included (default %(default)s)")
-    group.add_argument("--min_count", type=int, default=2,
-                       help="drop words seen fewer times before the global steps (default %(default)s)")
+    group.add_argument("--min_count", type=int, default=1,
+                       help="drop words seen fewer times before the global steps; 1 keeps every word, as the seed's "
+                            "method does (default %(default)s)")
     group.add_argument("--max_words", type=int, default=2_000_000,
                        help="most frequent distinct words sent to the learner; bounds its memory (default %(default)s)")
     group.add_argument("--num_unused", type=int, default=0,

@@ -10,7 +10,7 @@ from benchmarks import vocab_quality
 
 TRAIN = ("devdas_novel_hi.txt", "hindi_discourse_stories_hi.txt", "online_hindi_blogs_hi.txt")
 HELD_OUT = ("tico19_test_hi.txt", "tatoeba_test_hin.txt", "wmt14_newstest2014_hi.txt")
-# Measured: ours 1.3622 vs seed 1.3600 word-pieces per word (+0.17%); the seed's own result moves
+# Measured: ours 1.3509 vs seed 1.3600 word-pieces per word (-0.7%); the seed's own result moves
 # by about 0.1% between runs (its ties are broken in hash-map order).
 TOLERANCE = 0.01
 
@@ -25,7 +25,7 @@ def test_splits_held_out_hindi_no_worse_than_the_seed(shared_corpus):
     ]
     counts = vocab_quality.count_words(train)
     learned = learn.learn_vocabulary(
-        [(w, c) for w, c in counts.items() if c >= 2],  # the stage's default --min_count
+        sorted(counts.items()),  # the stage's default --min_count 1
         vocab_size=8000,
         alphabet_counts=learn.count_alphabet(counts.items()),
     )

@@ -45,7 +45,7 @@ def test_bad_flags_name_the_flag(flags, message):
 
 def test_defaults():
     config = _config()
-    assert (config.vocab_size, config.min_count, config.num_unused, config.num_shards) == (32000, 2, 0, 4)
+    assert (config.vocab_size, config.min_count, config.num_unused, config.num_shards) == (32000, 1, 0, 4)
     assert config.input_pattern == "/tmp/x/corpus/train-*.txt.gz"
     assert _config("--vocab_input", "/data/*.gz", "--num_shards", "3").input_pattern == "/data/*.gz"
 
