@@ -244,6 +244,10 @@ class TrainConfig:
         _check(
             self.steps_per_execution >= 1, f"steps_per_execution must be >= 1, got {self.steps_per_execution}"
         )
+        _check(
+            self.train_steps % self.steps_per_execution == 0,
+            f"train_steps={self.train_steps} must be a multiple of steps_per_execution={self.steps_per_execution}",
+        )
         for name in ("checkpoint_every", "log_every"):
             value = getattr(self, name)
             _check(value >= 1, f"{name} must be >= 1, got {value}")

@@ -232,7 +232,6 @@ def run(args: argparse.Namespace) -> dict:
     config, init_weights = bert_config_from_args(args, spec)
     if spec is not None:
         data_spec_lib.check_model_fits_data(spec, config)
-    check_model_dir(args.model_dir, config, train_config)
     logger.info("model: %s", json.dumps(config.to_dict(), sort_keys=True))
 
     runtime = create_runtime(
@@ -241,6 +240,8 @@ def run(args: argparse.Namespace) -> dict:
         cpu_replicas=args.cpu_replicas,
         jit_compile=train_config.jit_compile,
     )
+    if runtime_is_chief():
+        check_model_dir(args.model_dir, config, train_config)
     logger.info("backend %s on %s, %d replica(s)", runtime.backend, runtime.description, runtime.num_replicas)
     if train_config.batch_size % runtime.num_replicas:
         raise ValueError(
@@ -372,7 +373,10 @@ class _Training:
             if self.args.synthetic_data:
                 steps = steps or 10
                 ds = input_pipeline.make_synthetic_dataset(
-                    self.spec, batch_size=batch, vocab_size=self.model.config.vocab_size, seed=self.cfg.seed - 1
+                    self.spec,
+                    batch_size=batch,
+                    vocab_size=self.model.config.vocab_size,
+                    seed=self.cfg.seed - 1,
                 )
             elif self.spec.eval_pattern:
                 ds = input_pipeline.make_dataset(
@@ -456,6 +460,7 @@ class _Training:
                 shuffle=False,  # the dataset shuffles itself
                 verbose=0,
             )
+            logger.info("training done at step %d", cfg.train_steps)
             if cfg.train_steps % cfg.checkpoint_every:
                 self.save(cfg.train_steps, loop.last_train_metrics)
         else:
