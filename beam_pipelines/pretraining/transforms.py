@@ -1,30 +1,36 @@
 """Beam transforms of the pretraining stage: ``CreatePretrainingExamples`` and ``WriteExamples``.
 
-Data flow (each element is a batch, since Beam's per-element cost dominates)::
+Data flow (each element is small: Beam's per-element cost and the runner's buffers are
+what to design around)::
 
-    corpus file paths ──ReadAndTokenize──► (split, doc_key, ids, sentence_lengths) per document
-        ──AssignBuckets (count per split as side input)──► ((split, bucket), document)
-        ──GroupByKey──► a bucket of documents
-        ──BucketInstances──► one spill file per bucket, records grouped by output shard,
-                              and a reference (split, shard) -> (file, offset, length) per shard
+    (split, corpus file) ──ReadAndTokenize──► token ids spilled to one file per corpus file,
+                                             and (split, doc_key, file, offset, length) per document
+        ──AssignBuckets (document count per split as side input)──► ((split, bucket), reference)
+        ──GroupByKey──► the references of one bucket
+        ──BucketInstances──► one spill file per bucket, records grouped by output shard and
+                              sorted by a random key; (split, shard) -> (file, offset, length, count)
         ──GroupByKey──► the references of one output shard
-        ──WriteShard──► SPLIT-SSSSS-of-NNNNN.tfrecord[.gz], records sorted by a random key
+        ──WriteShard──► a streaming merge of the sorted runs into SPLIT-SSSSS-of-NNNNN.tfrecord[.gz]
 
-Only document token ids and small references go through the shuffles; the records
-themselves go through spill files, so memory stays flat in the size of the input.
-Every random choice is seeded from (seed, split, bucket, dupe pass), and the bucket's
-documents are sorted by their hash first, so output bytes do not depend on the runner.
+Token ids and records never go through a shuffle, and no step holds more than one
+bucket, or one read buffer per sorted run, so memory stays flat in the size of the
+input. Every random choice is seeded from (seed, split, bucket, dupe pass), and a
+bucket's documents are sorted by their hash first, so output bytes do not depend on
+the runner or the number of workers.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
+import heapq
 import io
 import logging
 import pickle
 import random
 import struct
+import uuid
 from collections.abc import Iterable
 
 import apache_beam as beam
@@ -67,14 +73,59 @@ def load_vocab(vocab_path: str, tokenizer_path: str) -> VocabInfo:
                        vocab_name=vocab_path, tokenizer_name=tokenizer_path)
 
 
-class _ReadAndTokenize(beam.DoFn):
-    """A corpus file -> its documents as token ids, tokenized in batches of lines.
+@contextlib.contextmanager
+def _atomic_writer(path: str):
+    """A writable stream to a temporary name, renamed to ``path`` only when it closes cleanly."""
+    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+    f = io_utils.FileSystems.create(tmp, compression_type=CompressionTypes.UNCOMPRESSED)
+    try:
+        yield f
+    except BaseException:
+        f.close()
+        io_utils.FileSystems.delete([tmp])
+        raise
+    f.close()
+    if io_utils.exists(path):
+        io_utils.FileSystems.delete([path])
+    io_utils.FileSystems.rename([tmp], [path])
 
-    Out: ``(split, doc_key, ids_int32_bytes, sentence_lengths_int32_bytes)``.
+
+_DOC_HEADER = struct.Struct("<II")  # number of sentences, number of tokens
+
+
+def encode_document(sentence_lengths: list[int], ids: list[int], dtype) -> bytes:
+    """Spill form of a tokenized document: header, uint32 sentence lengths, ids of ``dtype``."""
+    return (_DOC_HEADER.pack(len(sentence_lengths), len(ids)) + np.asarray(sentence_lengths, np.uint32).tobytes()
+            + np.asarray(ids, dtype).tobytes())
+
+
+def decode_document(data: bytes, dtype) -> list[list[int]]:
+    """The sentences (lists of ids) of a spilled document."""
+    n_sent, n_ids = _DOC_HEADER.unpack_from(data, 0)
+    lengths = np.frombuffer(data, np.uint32, n_sent, _DOC_HEADER.size).tolist()
+    ids = np.frombuffer(data, dtype, n_ids, _DOC_HEADER.size + 4 * n_sent).tolist()
+    out = []
+    start = 0
+    for n in lengths:
+        out.append(ids[start : start + n])
+        start += n
+    return out
+
+
+def id_dtype(vocab_size: int):
+    """The narrowest unsigned dtype for token ids."""
+    return np.uint16 if vocab_size <= 1 << 16 else np.uint32
+
+
+class _ReadAndTokenize(beam.DoFn):
+    """A corpus file -> its documents' token ids in a spill file, tokenized in batches of lines.
+
+    In: ``(split, path)``. Out: ``(split, doc_key, spill_path, offset, length)`` per document.
     """
 
-    def __init__(self, tokenizer_path: str, batch_lines: int = 4096):
-        self._tokenizer_path = tokenizer_path
+    def __init__(self, config, spill_dir: str, batch_lines: int = 4096):
+        self._tokenizer_path = config.tokenizer_path
+        self._spill_dir = spill_dir
         self._batch_lines = batch_lines
         self._tokenizer = None
         self._documents = Metrics.counter(_NAMESPACE, "documents_read")
@@ -85,11 +136,27 @@ class _ReadAndTokenize(beam.DoFn):
         from tokenizers import Tokenizer
 
         self._tokenizer = Tokenizer.from_str(io_utils.read_text(self._tokenizer_path))
+        self._dtype = id_dtype(self._tokenizer.get_vocab_size(with_added_tokens=True))
 
     def process(self, element: tuple[str, str]):
         split, path = element
-        pending: list[list[str]] = []
-        n_lines = 0
+        name = path.rstrip("/").rsplit("/", 1)[-1]
+        spill_path = io_utils.join(self._spill_dir, f"docs-{name}.bin")
+        refs: list[tuple] = []
+        with _atomic_writer(spill_path) as out:
+            offset = 0
+            pending: list[list[str]] = []
+            n_lines = 0
+            for doc in self._documents_of(path):
+                pending.append(doc)
+                n_lines += len(doc)
+                if n_lines >= self._batch_lines:
+                    offset = self._tokenize(split, pending, out, spill_path, offset, refs)
+                    pending, n_lines = [], 0
+            self._tokenize(split, pending, out, spill_path, offset, refs)
+        yield from refs
+
+    def _documents_of(self, path: str):
         doc: list[str] = []
         with io_utils.FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
             stream = io.BufferedReader(gzip.GzipFile(fileobj=raw)) if path.endswith(".gz") else raw
@@ -103,19 +170,14 @@ class _ReadAndTokenize(beam.DoFn):
                 if text:
                     doc.append(text)
                 elif doc:
-                    pending.append(doc)
-                    n_lines += len(doc)
+                    yield doc
                     doc = []
-                    if n_lines >= self._batch_lines:
-                        yield from self._tokenize(split, pending)
-                        pending, n_lines = [], 0
         if doc:
-            pending.append(doc)
-        yield from self._tokenize(split, pending)
+            yield doc
 
-    def _tokenize(self, split: str, docs: list[list[str]]):
+    def _tokenize(self, split, docs, out, spill_path, offset, refs) -> int:
         if not docs:
-            return
+            return offset
         lines = [line for d in docs for line in d]
         encodings = self._tokenizer.encode_batch_fast(lines, add_special_tokens=False)
         k = 0
@@ -132,24 +194,50 @@ class _ReadAndTokenize(beam.DoFn):
             if not lengths:
                 self._empty.inc()
                 continue
-            yield (split, document_key(d), np.asarray(ids, np.int32).tobytes(),
-                   np.asarray(lengths, np.int32).tobytes())
+            data = encode_document(lengths, ids, self._dtype)
+            out.write(data)
+            refs.append((split, document_key(d), spill_path, offset, len(data)))
+            offset += len(data)
+        return offset
 
 
-def _decode_document(ids_bytes: bytes, lengths_bytes: bytes) -> list[list[int]]:
-    ids = np.frombuffer(ids_bytes, np.int32).tolist()
-    out = []
-    start = 0
-    for n in np.frombuffer(lengths_bytes, np.int32).tolist():
-        out.append(ids[start : start + n])
-        start += n
+def _read_ranges(ranges: list[tuple[str, int, int]]) -> list[bytes]:
+    """Reads (path, offset, length) ranges, one open file per path."""
+    out: list[bytes] = [b""] * len(ranges)
+    by_path: dict[str, list[int]] = {}
+    for i, (path, _, _) in enumerate(ranges):
+        by_path.setdefault(path, []).append(i)
+    for path, indexes in by_path.items():
+        with io_utils.FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+            for i in sorted(indexes, key=lambda j: ranges[j][1]):
+                f.seek(ranges[i][1])
+                out[i] = f.read(ranges[i][2])
+                if len(out[i]) != ranges[i][2]:
+                    raise ValueError(f"{path}: spill range at {ranges[i][1]} is truncated")
     return out
+
+
+def _iter_run(path: str, offset: int, length: int, count: int):
+    """Yields ``key + framed record`` entries of one sorted run of a bucket spill file."""
+    with io_utils.FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        f.seek(offset)
+        read = 0
+        for _ in range(count):
+            head = f.read(20)  # 8-byte key, 8-byte length, 4-byte crc of the length
+            (size,) = struct.unpack_from("<Q", head, 8)
+            rest = f.read(size + 4)
+            if len(head) != 20 or len(rest) != size + 4:
+                raise ValueError(f"{path}: spill run at {offset} is truncated")
+            read += 24 + size
+            yield head + rest
+        if read != length:
+            raise ValueError(f"{path}: spill run at {offset} has {read} bytes, expected {length}")
 
 
 class _BucketInstances(beam.DoFn):
     """A bucket of documents -> its instances, spilled to one file, as per-shard references.
 
-    In: ``((split, bucket), [document, ...])``. Main out: ``((split, shard), (path,
+    In: ``((split, bucket), [(split, doc_key, spill_path, offset, length), ...])``. Main out: ``((split, shard), (path,
     offset, length, count))``; tagged ``stats``: ``(split, SplitStats)``.
     """
 
@@ -171,19 +259,25 @@ class _BucketInstances(beam.DoFn):
             max_predictions_per_seq=c.max_predictions_per_seq,
             vocab_size=self._vocab.vocab_size,
         )
+        self._dtype = id_dtype(self._vocab.vocab_size)
 
     def process(self, element):
-        (split, bucket), docs = element
+        (split, bucket), refs = element
         c = self._config
-        docs = sorted(docs, key=lambda d: (d[1], d[2]))
-        documents = [_decode_document(d[2], d[3]) for d in docs]
+        # Arrival order depends on the runner; the documents' hashes do not.
+        refs = sorted(refs, key=lambda r: (r[1], r[2], r[3]))
+        blobs = _read_ranges([(r[2], r[3], r[4]) for r in refs])
+        documents = [decode_document(b, self._dtype) for b in blobs]
         stats = SplitStats.empty(max_seq_length=c.max_seq_length,
                                  max_predictions_per_seq=c.max_predictions_per_seq,
                                  vocab_size=self._vocab.vocab_size)
         stats.documents = len(documents)
         stats.sentences = sum(len(d) for d in documents)
-        for d in docs:
-            stats.token_counts += np.bincount(np.frombuffer(d[2], np.int32), minlength=self._vocab.vocab_size)
+        for b in blobs:
+            n_sent, n_ids = _DOC_HEADER.unpack_from(b, 0)
+            ids = np.frombuffer(b, self._dtype, n_ids, _DOC_HEADER.size + 4 * n_sent)
+            stats.token_counts += np.bincount(ids, minlength=self._vocab.vocab_size)
+        del blobs
 
         split_index = _SPLIT_INDEX[split]
         num_shards = c.num_shards
@@ -223,6 +317,7 @@ class _BucketInstances(beam.DoFn):
         for shard, records in enumerate(per_shard):
             if not records:
                 continue
+            records.sort()
             blob = b"".join(records)
             chunks.append(blob)
             refs.append(((split, shard), (path, offset, len(blob), len(records))))
@@ -233,7 +328,7 @@ class _BucketInstances(beam.DoFn):
 
 
 class _WriteShard(beam.DoFn):
-    """The references of one output shard -> the shard file, records sorted by key.
+    """The sorted runs of one output shard -> the shard file, records in key order.
 
     Out: ``(split, records written)``.
     """
@@ -246,34 +341,33 @@ class _WriteShard(beam.DoFn):
 
     def process(self, element):
         (split, shard), refs = element
-        refs = sorted(r for r in refs if r is not None)
-        entries: list[bytes] = []
-        for path, offset, length, count in refs:
-            with io_utils.FileSystems.open(path) as f:
-                f.seek(offset)
-                blob = f.read(length)
-            pos = 0
-            for _ in range(count):
-                (size,) = struct.unpack_from("<Q", blob, pos + 8)
-                end = pos + 8 + 16 + size
-                entries.append(blob[pos:end])
-                pos = end
-            if pos != len(blob):
-                raise ValueError(f"{path}: spill range at {offset} is corrupt")
-        entries.sort()
-        payload = b"".join(e[8:] for e in entries)
-        if self._gzip:
-            payload = gzip.compress(payload, compresslevel=6, mtime=0)
+        runs = sorted(r for r in refs if r is not None)
         name = shard_name(split, shard, self._num_shards, gzip_output=self._gzip)
-        io_utils.write_atomic(io_utils.join(self._out_dir, name), payload)
-        self._counters[split].inc(len(entries))
-        yield split, len(entries)
+        n = 0
+        # Each run is sorted by key: a k-way merge keeps one record per run in memory.
+        merged = heapq.merge(*(_iter_run(*run) for run in runs))
+        with _atomic_writer(io_utils.join(self._out_dir, name)) as raw:
+            out = gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0, filename="") if self._gzip else raw
+            buffer: list[bytes] = []
+            size = 0
+            for entry in merged:
+                buffer.append(entry[8:])
+                size += len(entry)
+                n += 1
+                if size >= 1 << 22:
+                    out.write(b"".join(buffer))
+                    buffer, size = [], 0
+            out.write(b"".join(buffer))
+            if self._gzip:
+                out.close()
+        self._counters[split].inc(n)
+        yield split, n
 
 
-def _assign_bucket(doc, counts, *, bucket_size: int, seed: int):
-    split, key = doc[0], doc[1]
+def _assign_bucket(ref, counts, *, bucket_size: int, seed: int):
+    split, key = ref[0], ref[1]
     num_buckets = max(1, -(-counts.get(split, 0) // bucket_size))
-    return (split, mix(seed, key) % num_buckets), doc
+    return (split, mix(seed, key) % num_buckets), ref
 
 
 class _MergeStats(beam.CombineFn):
@@ -298,7 +392,7 @@ class _MergeStats(beam.CombineFn):
 
 
 class CreatePretrainingExamples(beam.PTransform):
-    """Corpus files -> serialized, framed examples spilled per bucket, referenced per shard.
+    """Corpus files -> serialized, framed examples spilled per bucket, as sorted runs per shard.
 
     In: ``(split, corpus file path)``. Out: a dict with ``refs`` (``((split, shard),
     (spill path, offset, length, count))``) and ``stats`` (pickled ``{split: SplitStats}``,
@@ -316,7 +410,7 @@ class CreatePretrainingExamples(beam.PTransform):
             files
             # Spreads the files over the workers (the list comes from one element).
             | "SpreadFiles" >> beam.Reshuffle()
-            | "ReadAndTokenize" >> beam.ParDo(_ReadAndTokenize(c.tokenizer_path))
+            | "ReadAndTokenize" >> beam.ParDo(_ReadAndTokenize(c, self._spill_dir))
         )
         # The number of documents per split fixes the number of buckets.
         counts = docs | "SplitOf" >> beam.Map(lambda d: d[0]) | "CountDocuments" >> beam.combiners.Count.PerElement()
