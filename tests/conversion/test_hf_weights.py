@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -265,3 +266,16 @@ def test_load_hf_bert_widens_bfloat16_exactly(tmp_path, fmt):
     np.testing.assert_array_equal(weights["mlm/transform/kernel"], expected)
     assert all(w.dtype == np.float32 for w in weights.values())
     assert any("bfloat16 tensors widened to float32 (exact)" in line for line in report)
+
+
+def test_importing_hf_weights_and_the_converter_loads_no_framework():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, trainer.hf_weights, conversion.convert; "
+        "print(sorted(m for m in ('tensorflow', 'torch', 'keras', 'jax', 'transformers') if m in sys.modules))"
+    )
+    repo = Path(__file__).resolve().parents[2]
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=repo)
+    assert run.stdout.strip() == "[]"
