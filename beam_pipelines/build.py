@@ -97,9 +97,9 @@ def run(argv: Sequence[str] | None = None) -> dict[str, object]:
         parser.error(str(e))
 
     import apache_beam as beam
-    from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
+    from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
 
-    dry_run = bool(PipelineOptions(list(beam_args)).view_as(GoogleCloudOptions).dry_run)
+    dry_run = bool(PipelineOptions(list(beam_args)).view_as(TestOptions).dry_run)
     results: dict[str, object] = {}
     for name in stages:
         module = _stage_module(name)
