@@ -198,16 +198,23 @@ class CleanDocuments(beam.PTransform):
 # ---------------------------------------------------------------------------- dedup
 
 
+def _location(doc: tuple[str, int, str]) -> tuple[str, int]:
+    return doc[0], doc[1]
+
+
 class _KeepFirstFn(_LogOnce, beam.DoFn):
     DUPLICATES = "duplicates"
 
     def process(self, element):
         key, docs = element
-        docs = sorted(docs)  # by (source, offset): the kept copy does not depend on arrival order
-        source, offset, text = docs[0]
+        # Two passes over the group instead of sorting it, so that a document repeated a million
+        # times is never held in memory; the smallest (source, offset) wins whatever the order.
+        source, offset, text = min(docs, key=_location)
         Metrics.counter(NAMESPACE, "documents_kept").inc()
         yield key, text
-        for dup_source, dup_offset, _ in docs[1:]:
+        for dup_source, dup_offset, _ in docs:
+            if (dup_source, dup_offset) == (source, offset):
+                continue
             Metrics.counter(NAMESPACE, f"dropped_{filters.DUPLICATE}").inc()
             self._log_once(filters.DUPLICATE, dup_source, dup_offset, text)
             yield beam.pvalue.TaggedOutput(self.DUPLICATES, {
