@@ -211,3 +211,20 @@ def test_killed_job_resumes_from_its_last_checkpoint_to_the_same_weights(data_di
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
     meta = json.loads(Path(killed_dir, "checkpoints", "ckpt-000000060.json").read_text())
     assert meta["step"] == 60 and meta["state"]["examples_seen"] == 960
+
+
+@pytest.mark.slow  # ~50 s: JAX start-up and compilation on top of the TF process
+def test_jax_backend_trains_on_two_devices_and_exports(data_dir, tmp_path):
+    model_dir = str(tmp_path / "jax")
+    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
+    cmd = [
+        sys.executable, "-m", "trainer.task", "--data_dir", data_dir, "--model_dir", model_dir, *TINY,
+        "--train_steps", "4", "--batch_size", "8", "--log_every", "2", "--checkpoint_every", "2",
+        "--eval_steps", "1", "--strategy", "cpu", "--cpu_replicas", "2",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "backend jax on JAX cpu x2 over 1 host(s), 2 replica(s)" in proc.stdout
+    assert re.search(r"step 4 \| loss \d", proc.stdout)
+    _, weights, state = load_export(os.path.join(model_dir, "export"))
+    assert state["step"] == 4 and state["keras_backend"] == "jax" and len(weights) == 46
