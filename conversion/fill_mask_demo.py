@@ -36,6 +36,9 @@ def predict(model_dir: str, sentences, *, top_k: int = 5) -> list[tuple[str, lis
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
+    # Loading BertForMaskedLM from a BertForPreTraining folder leaves the pooler and NSP head
+    # unused; transformers reports that at warning level, which is expected here.
+    hf_logging.set_verbosity_error()
     fill = pipeline("fill-mask", model=model_dir, tokenizer=model_dir, top_k=top_k)
     mask = fill.tokenizer.mask_token
     return [(s, fill(s.replace(MASK, mask))) for s in sentences]
