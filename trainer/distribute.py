@@ -32,6 +32,7 @@ class Runtime:
             strategy splits one global-batch dataset itself, so these are 1 and 0.
         jit_compile: whether the train step may be XLA-compiled here.
         description: one line for the log.
+        platform: ``"tpu"``, ``"gpu"`` or ``"cpu"``.
     """
 
     backend: str
@@ -41,6 +42,7 @@ class Runtime:
     host_index: int
     jit_compile: bool
     description: str
+    platform: str = "cpu"
 
     def scope(self):
         return self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
@@ -84,14 +86,21 @@ def _tf_runtime(strategy: str, tpu: str | None, cpu_replicas: int, jit_compile: 
         tf.tpu.experimental.initialize_tpu_system(resolver)
         s = tf.distribute.TPUStrategy(resolver)
         return Runtime(
-            "tensorflow", s, s.num_replicas_in_sync, 1, 0, jit_compile, f"TPUStrategy ({tpu or 'local'})"
+            "tensorflow",
+            s,
+            s.num_replicas_in_sync,
+            1,
+            0,
+            jit_compile,
+            f"TPUStrategy ({tpu or 'local'})",
+            "tpu",
         )
     if strategy == "gpu":
         if not gpus:
             raise ValueError("--strategy gpu: TensorFlow sees no GPU")
         s = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
         n = len(gpus)
-        return Runtime("tensorflow", s, n, 1, 0, jit_compile, f"{n} GPU(s)")
+        return Runtime("tensorflow", s, n, 1, 0, jit_compile, f"{n} GPU(s)", "gpu")
     tf.config.set_visible_devices([], "GPU")
     if cpu_replicas > 1:
         cpu = tf.config.list_physical_devices("CPU")[0]
@@ -140,4 +149,5 @@ def _jax_runtime(strategy: str, cpu_replicas: int, jit_compile: bool) -> Runtime
         jax.process_index(),
         True,  # JAX always compiles the step
         f"JAX {platform} x{len(devices)} over {jax.process_count()} host(s)",
+        platform,
     )

@@ -103,7 +103,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     g.add_argument("--strategy", choices=STRATEGIES, default="auto")
     g.add_argument("--tpu", help="TPU name (TensorFlow backend; default: the local TPU VM)")
     g.add_argument("--cpu_replicas", type=int, default=0, help="split the CPU into N replicas (tests)")
-    g.add_argument("--precision", choices=PRECISIONS, default=d.precision)
+    g.add_argument(
+        "--precision",
+        choices=("auto", *PRECISIONS),
+        default="auto",
+        help="Keras dtype policy; auto: mixed_bfloat16 on TPU, float32 elsewhere",
+    )
     g.add_argument("--jit_compile", action=argparse.BooleanOptionalAction, default=d.jit_compile)
     g.add_argument("--steps_per_execution", type=int, default=d.steps_per_execution)
     g.add_argument("--checkpoint_every", type=int, default=d.checkpoint_every)
@@ -129,7 +134,7 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
         weight_decay=args.weight_decay,
         epsilon=args.adam_epsilon,
         clip_norm=args.clip_norm,
-        precision=args.precision,
+        precision="float32" if args.precision == "auto" else args.precision,
         jit_compile=args.jit_compile,
         steps_per_execution=args.steps_per_execution,
         checkpoint_every=args.checkpoint_every,
@@ -240,6 +245,8 @@ def run(args: argparse.Namespace) -> dict:
         cpu_replicas=args.cpu_replicas,
         jit_compile=train_config.jit_compile,
     )
+    if args.precision == "auto" and runtime.platform == "tpu":
+        train_config = dataclasses.replace(train_config, precision="mixed_bfloat16")
     if runtime_is_chief():
         check_model_dir(args.model_dir, config, train_config)
     logger.info("backend %s on %s, %d replica(s)", runtime.backend, runtime.description, runtime.num_replicas)

@@ -127,13 +127,15 @@ def test_flags_replace_metadata(data_dir, tmp_path, caplog):
     argv = [
         "--train_files", pattern, "--eval_files", os.path.join(data_dir, "validation-*"),
         "--max_seq_length", "32", "--max_predictions_per_seq", "5", "--vocab_size", "60", "--mlm_only",
-        *common, "--train_steps", "2", "--checkpoint_every", "2", "--no-jit_compile",
+        *common, "--train_steps", "4", "--checkpoint_every", "4", "--steps_per_execution", "2", "--no-jit_compile",
     ]  # fmt: skip
     with caplog.at_level(logging.INFO, logger="trainer"):
         assert task.main(argv) == 0
     assert "without a metadata.json the data needs the flag(s) --max_predictions_per_seq" in caplog.text
+    # Two steps per execution: the host sees steps 2 and 4.
+    assert [p["step"] for p in _progress(caplog)] == [2, 4]
     config, _, state = load_export(str(tmp_path / "m" / "export"))
-    assert config.use_nsp is False and state["data_metadata"] is None
+    assert config.use_nsp is False and state["data_metadata"] is None and state["step"] == 4
     assert set(state["eval_metrics"]) == {"loss", "mlm_loss", "mlm_accuracy"}
 
 
