@@ -230,3 +230,13 @@ def test_jax_backend_trains_on_two_devices_and_exports(data_dir, tmp_path):
     assert re.search(r"step 4 \| loss \d", proc.stdout)
     _, weights, state = load_export(os.path.join(model_dir, "export"))
     assert state["step"] == 4 and state["keras_backend"] == "jax" and len(weights) == 46
+
+
+def test_a_model_dir_of_another_model_is_refused(data_dir, tmp_path, caplog):
+    model_dir = str(tmp_path / "model")
+    base = ["--data_dir", data_dir, "--model_dir", model_dir, *TINY, "--train_steps", "0"]
+    assert task.main(base) == 0  # import-and-export only: no training
+    assert os.path.exists(os.path.join(model_dir, "export", "model.safetensors"))
+    with caplog.at_level(logging.ERROR, logger="trainer"):
+        assert task.main([*base, "--num_layers", "3"]) == 1
+    assert "holds a run of another model; (saved, now) differ in {'num_hidden_layers': (2, 3)}" in caplog.text
