@@ -22,6 +22,10 @@ class NonFiniteLossError(RuntimeError):
     """Training produced a NaN or infinite loss (or weights); the job stops."""
 
 
+class StopRequested(RuntimeError):
+    """A signal (SIGTERM: preemption, ``kill``) stopped the job after it saved a checkpoint."""
+
+
 def _floats(logs: dict | None) -> dict[str, float]:
     return {k: float(np.asarray(v)) for k, v in (logs or {}).items()}
 
@@ -65,6 +69,7 @@ class TrainingLoop(keras.callbacks.Callback):
        scalars, reset the metrics (so each line shows the last ``log_every`` steps).
     2. Every ``eval_every`` steps: evaluate on the validation data.
     3. Every ``checkpoint_every`` steps: check loss and weights are finite, save a checkpoint.
+    4. After ``request_stop`` (a SIGTERM): save a checkpoint and end ``fit``.
 
     Args:
         initial_step: the optimizer step at which this ``fit`` starts.
@@ -102,7 +107,13 @@ class TrainingLoop(keras.callbacks.Callback):
         self.last_train_metrics: dict[str, float] = {}
         self.last_eval_metrics: dict[str, float] = {}
         self.step = initial_step
+        self.stop_signal: int | None = None
+        self.stopped_at: int | None = None
         self._window_start = (time.perf_counter(), initial_step)
+
+    def request_stop(self, signum: int) -> None:
+        """Asks the loop to save a checkpoint and stop at the next execution boundary."""
+        self.stop_signal = signum
 
     def on_train_begin(self, logs=None):
         self._window_start = (time.perf_counter(), self.initial_step)
@@ -122,7 +133,8 @@ class TrainingLoop(keras.callbacks.Callback):
         do_log = step % self.log_every == 0
         do_eval = bool(self.eval_every) and step % self.eval_every == 0 and self.evaluate is not None
         do_ckpt = step % self.checkpoint_every == 0 and self.save_checkpoint is not None
-        if not (do_log or do_eval or do_ckpt):
+        do_stop = self.stop_signal is not None
+        if not (do_log or do_eval or do_ckpt or do_stop):
             return
         values = _floats(logs)
         self._check_finite(values)
@@ -136,8 +148,11 @@ class TrainingLoop(keras.callbacks.Callback):
             self.summaries.scalars("eval", step, self.last_eval_metrics)
             model.reset_metrics()
             self._window_start = (time.perf_counter(), step)  # evaluation time is not training time
-        if do_ckpt:
+        if do_ckpt or (do_stop and self.save_checkpoint is not None):
             self.save_checkpoint(step, values)
+        if do_stop:
+            self.stopped_at = step
+            model.stop_training = True
 
     def _log_progress(self, step: int, values: dict[str, float]) -> None:
         now = time.perf_counter()

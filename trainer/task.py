@@ -21,11 +21,14 @@ TPU VM, data and checkpoints on GCS (or through ``python -m trainer.launch_tpu``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 
@@ -432,7 +435,7 @@ class _Training:
         logger.info("saved checkpoint at step %d in %.1f s", step, time.perf_counter() - t)
 
     def train(self, start_step: int) -> dict:
-        from trainer.callbacks import SummaryWriter, TrainingLoop, log_eval
+        from trainer.callbacks import StopRequested, SummaryWriter, TrainingLoop, log_eval
         from trainer.optimization import make_schedule
 
         cfg = self.cfg
@@ -459,14 +462,20 @@ class _Training:
             logger.info(
                 "training steps %d to %d, global batch %d", start_step + 1, cfg.train_steps, cfg.batch_size
             )
-            self.model.fit(
-                self.train_dataset(start_step),
-                epochs=1,
-                steps_per_epoch=remaining,
-                callbacks=[loop],
-                shuffle=False,  # the dataset shuffles itself
-                verbose=0,
-            )
+            with _stop_on_sigterm(loop):
+                self.model.fit(
+                    self.train_dataset(start_step),
+                    epochs=1,
+                    steps_per_epoch=remaining,
+                    callbacks=[loop],
+                    shuffle=False,  # the dataset shuffles itself
+                    verbose=0,
+                )
+            if loop.stopped_at is not None and loop.stopped_at < cfg.train_steps:
+                raise StopRequested(
+                    f"stopped by {signal.Signals(loop.stop_signal).name} at step {loop.stopped_at} after "
+                    "saving its checkpoint; run the same command to resume"
+                )
             logger.info("training done at step %d", cfg.train_steps)
             if cfg.train_steps % cfg.checkpoint_every:
                 self.save(cfg.train_steps, loop.last_train_metrics)
@@ -490,6 +499,19 @@ class _Training:
         }
 
 
+@contextlib.contextmanager
+def _stop_on_sigterm(loop):
+    """While training, SIGTERM (a preempted VM, ``kill``) saves a checkpoint and stops."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: loop.request_stop(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the process exit code."""
     args = parse_args(argv)
@@ -498,13 +520,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     from trainer.distribute import prepare_environment
 
     prepare_environment(os.environ.get("KERAS_BACKEND", "tensorflow"), args.cpu_replicas)
-    from trainer.callbacks import NonFiniteLossError
+    from trainer.callbacks import NonFiniteLossError, StopRequested
 
     try:
         run(args)
     except NonFiniteLossError as e:
         logger.error("stopped: %s", e)
         return 2
+    except StopRequested as e:
+        logger.warning("%s", e)
+        return 128 + signal.SIGTERM
     except (ValueError, FileNotFoundError) as e:
         logger.error("%s", e)
         return 1

@@ -240,3 +240,31 @@ def test_a_model_dir_of_another_model_is_refused(data_dir, tmp_path, caplog):
     with caplog.at_level(logging.ERROR, logger="trainer"):
         assert task.main([*base, "--num_layers", "3"]) == 1
     assert "holds a run of another model; (saved, now) differ in {'num_hidden_layers': (2, 3)}" in caplog.text
+
+
+def test_sigterm_saves_a_checkpoint_and_stops(data_dir, tmp_path):
+    # A preempted VM gets SIGTERM: the job checkpoints the step it reached and exits 143.
+    model_dir = str(tmp_path / "model")
+    cmd = _task_cmd(data_dir, model_dir)
+    cmd[cmd.index("--train_steps") + 1] = "100000"
+    cmd[cmd.index("--checkpoint_every") + 1] = "5000"
+    cmd[cmd.index("--log_every") + 1] = "5"
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for line in proc.stdout:  # wait until training runs
+        lines.append(line)
+        if " INFO step 5 |" in line:
+            break
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=300)
+    log = "".join(lines) + out
+    assert proc.returncode == 143, log[-3000:]
+    match = re.search(r"stopped by SIGTERM at step (\d+) after saving its checkpoint", log)
+    assert match, log[-3000:]
+    step = int(match.group(1))
+    assert 5 <= step < 5000
+    assert sorted(os.listdir(os.path.join(model_dir, "checkpoints"))) == [
+        f"ckpt-{step:09d}.json",
+        f"ckpt-{step:09d}.safetensors",
+    ]
+    assert not os.path.exists(os.path.join(model_dir, "export"))
