@@ -1,6 +1,7 @@
 """The golden round trip: a tiny random Keras model -> export -> convert -> transformers loads it.
 
-transformers runs offline (``HF_HUB_OFFLINE=1``): every load is from the converted folder.
+Every load is from the converted folder; ``test_loads_with_hf_hub_offline`` runs the loaders in
+a fresh process with ``HF_HUB_OFFLINE=1`` (huggingface_hub reads it at import time).
 """
 
 from __future__ import annotations
@@ -14,8 +15,6 @@ import pytest
 from conversion import convert
 from tests.conversion import helpers
 from tests.trainer import hf_reference
-
-os.environ["HF_HUB_OFFLINE"] = "1"
 
 TOL = 1e-4
 
@@ -174,3 +173,32 @@ def test_fill_mask_demo_prints_predictions(converted, capsys):
         assert 0.0 <= float(score) <= 1.0 and token.replace(" ", "") in vocab | {t[2:] for t in vocab}
     assert fill_mask_demo.main(["--model_dir", out, "no mask here"]) == 1
     assert "needs exactly one [MASK]" in capsys.readouterr().err
+
+
+_OFFLINE_SCRIPT = """
+import json, sys
+from transformers import AutoModel, AutoModelForMaskedLM, AutoModelForPreTraining, AutoTokenizer, pipeline
+out = sys.argv[1]
+loaded = [type(cls.from_pretrained(out)).__name__ for cls in (AutoModelForPreTraining, AutoModelForMaskedLM, AutoModel)]
+tokenizer = AutoTokenizer.from_pretrained(out)
+predictions = pipeline("fill-mask", model=out, tokenizer=out, top_k=2)("भारत की राजधानी [MASK] है।")
+print(json.dumps({"models": loaded, "tokenizer": type(tokenizer).__name__, "predictions": predictions}))
+"""
+
+
+def test_loads_with_hf_hub_offline(converted):
+    import subprocess
+    import sys
+
+    out = converted[-1]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    run = subprocess.run(
+        [sys.executable, "-c", _OFFLINE_SCRIPT, out], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["models"] == ["BertForPreTraining", "BertForMaskedLM", "BertModel"]
+    assert result["tokenizer"] == "TokenizersBackend"
+    assert len(result["predictions"]) == 2 and all(
+        p["sequence"].startswith("भारत") for p in result["predictions"]
+    )

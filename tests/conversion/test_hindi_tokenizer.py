@@ -8,7 +8,6 @@ Hindi sentences, including lines with zero-width joiners and decomposed (NFD) te
 
 from __future__ import annotations
 
-import os
 import unicodedata
 
 import pytest
@@ -18,7 +17,6 @@ from tests.conversion import helpers
 from trainer.config import BertConfig
 
 pytestmark = pytest.mark.integration
-os.environ["HF_HUB_OFFLINE"] = "1"
 
 
 def _learn_vocab(lines, size: int) -> list[str]:

@@ -17,8 +17,6 @@ import pytest
 from conversion import convert, verify
 from tests.conversion import helpers
 
-os.environ["HF_HUB_OFFLINE"] = "1"
-
 
 def _upload(gfile, local_dir: str, remote_dir: str) -> None:
     for root, _, names in os.walk(local_dir):

@@ -18,8 +18,6 @@ from conversion import convert
 from tests.conversion import helpers
 from trainer import hf_weights
 
-os.environ["HF_HUB_OFFLINE"] = "1"
-
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG_KEYS = tuple(hf_weights.CONFIG_MAP.values())
 
