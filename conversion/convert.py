@@ -113,6 +113,7 @@ def build_files(
         vocab_size=vocab.size,
         model_path=output_dir,
         language=language or None,
+        **vocab_files.case_and_accents(vocab),
     )
     out["README.md"] = card.encode("utf-8")
     return out, config, vocab, notes

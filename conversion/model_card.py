@@ -85,6 +85,8 @@ def render(
     vocab_size: int,
     model_path: str = "PATH",
     language: str | None = "hi",
+    do_lower_case: bool = False,
+    strip_accents: bool = False,
 ) -> str:
     """Returns the model card text.
 
@@ -94,6 +96,7 @@ def render(
         vocab_size: tokens in ``vocab.txt``.
         model_path: where the folder is published, for the usage example.
         language: ISO code for the card's metadata header (None to omit it).
+        do_lower_case, strip_accents: what the tokenizer's normalizer does.
     """
     metadata = next((training_state[k] for k in _DATA_KEYS if isinstance(training_state.get(k), dict)), None)
     header = ["---"]
@@ -113,13 +116,13 @@ def render(
         f"{config['num_attention_heads']} attention heads, feed-forward {config['intermediate_size']}"
     )
     lines = header + [
-        "# BERT pretrained from scratch",
+        "# BERT for masked-LM pretraining",
         "",
-        f"A BERT encoder ({size}) with its masked-LM and next-sentence heads "
-        f"(`BertForPreTraining`), trained from scratch with masked-LM"
-        f"{' and next-sentence prediction' if config.get('use_nsp', True) else ' only (no NSP)'}"
-        f" and converted from the trainer's export. Vocabulary: {vocab_size} WordPiece tokens, cased, "
-        "accents kept (no lowercasing, no accent stripping).",
+        f"A BERT encoder ({size}) with its masked-LM and next-sentence heads (`BertForPreTraining`), "
+        f"pretrained with masked-LM{' and next-sentence prediction' if config.get('use_nsp', True) else ' only (no NSP)'} "
+        "and converted from the trainer's export. "
+        f"Vocabulary: {vocab_size} WordPiece tokens, {'lowercased' if do_lower_case else 'cased'}, "
+        f"{'accents stripped' if strip_accents else 'accents kept (no accent stripping)'}.",
         "",
         "## Model",
         "",

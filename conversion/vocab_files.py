@@ -9,8 +9,9 @@ transformers 5's ``BertTokenizer`` (``BertTokenizerFast`` is an alias) rebuilds 
 from ``vocab.txt`` with ``BertNormalizer``, whose text cleaning deletes format characters and
 which skips NFC: it would tokenize some Hindi text differently from the training data. The
 written ``tokenizer_config.json`` therefore names ``PreTrainedTokenizerFast``, which loads
-``tokenizer.json`` as it is; ``do_lower_case=false`` and ``strip_accents=false`` are recorded
-for readers of the file, and ``model_input_names`` keeps ``token_type_ids``.
+``tokenizer.json`` as it is; ``do_lower_case`` and ``strip_accents`` (false for this
+project's vocabulary) are recorded as that normalizer does them, for readers of the file, and
+``model_input_names`` keeps ``token_type_ids``.
 """
 
 from __future__ import annotations
@@ -151,12 +152,33 @@ def complete_tokenizer_json(vocab: Vocabulary) -> tuple[str, list[str]]:
     return tokenizer.to_str(pretty=True), notes
 
 
+def _normalizer_steps(node) -> list[dict]:
+    """Every normalizer object inside ``tokenizer.json``'s ``normalizer`` (Sequences flattened)."""
+    if not isinstance(node, dict):
+        return []
+    return [node] + [step for child in node.get("normalizers") or [] for step in _normalizer_steps(child)]
+
+
+def case_and_accents(vocab: Vocabulary) -> dict[str, bool]:
+    """``do_lower_case`` and ``strip_accents`` as ``tokenizer.json``'s normalizer does them.
+
+    False for the vocabulary stage's tokenizer (NFC and control characters only).
+    """
+    steps = _normalizer_steps(json.loads(vocab.tokenizer_json).get("normalizer"))
+    bert = [n for n in steps if n.get("type") == "BertNormalizer"]
+    lower = any(n.get("type") == "Lowercase" for n in steps) or any(n.get("lowercase") for n in bert)
+    # BertNormalizer with strip_accents null strips accents whenever it lowercases (as BERT does).
+    strip = any(n.get("type") == "StripAccents" for n in steps) or any(
+        n.get("strip_accents") or (n.get("strip_accents") is None and n.get("lowercase")) for n in bert
+    )
+    return {"do_lower_case": bool(lower), "strip_accents": bool(strip)}
+
+
 def tokenizer_config(vocab: Vocabulary, *, model_max_length: int) -> dict:
     """The ``tokenizer_config.json`` of the Hugging Face folder (see the module docstring)."""
     return {
         "tokenizer_class": "PreTrainedTokenizerFast",
-        "do_lower_case": False,
-        "strip_accents": False,
+        **case_and_accents(vocab),
         "tokenize_chinese_chars": True,
         "clean_up_tokenization_spaces": False,
         "model_max_length": model_max_length,
