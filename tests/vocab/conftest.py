@@ -6,12 +6,9 @@ import gzip
 import random
 from pathlib import Path
 
-import apache_beam as beam
 import pytest
-from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_pipelines import build
-from beam_pipelines.vocab import stage
 
 # Real Hindi words to build a synthetic corpus from when the shared corpus is absent.
 _HINDI_WORDS = (
@@ -59,18 +56,9 @@ def write_corpus(corpus_dir: Path, documents: list[list[str]], num_files: int = 
 
 
 def run_vocab_stage(output_dir: Path, flags: list[str], beam_args: list[str] | None = None) -> dict:
-    """Runs the vocab stage the way ``beam_pipelines.build`` does and returns its report."""
-    args, unknown = build.make_parser().parse_known_args(
-        ["--stages", "vocab", "--output_dir", str(output_dir), *flags]
-    )
-    assert not unknown, unknown
-    config = stage.config_from_args(args)
-    stage.preflight(config)
-    pipeline = beam.Pipeline(options=PipelineOptions(beam_args or []))
-    stage.build_pipeline(pipeline, config)
-    result = pipeline.run()
-    result.wait_until_finish()
-    return stage.finalize(config, result)
+    """Runs the vocab stage through ``beam_pipelines.build`` and returns its report."""
+    argv = ["--stages", "vocab", "--output_dir", str(output_dir), *flags, *(beam_args or [])]
+    return build.run(argv)["vocab"]
 
 
 @pytest.fixture(scope="session")
