@@ -199,7 +199,7 @@ def _remove_stale_shards(config: VocabConfig) -> list[str]:
 def finalize(config: VocabConfig, result) -> dict[str, object]:
     """Checks the outputs, writes ``reports/vocab.json`` and returns its content."""
     vocab_path = io_utils.join(config.vocab_dir, "vocab.txt")
-    tokens = tokenizer_spec.read_vocab_txt(io_utils.read_text(vocab_path).splitlines())
+    tokens = tokenizer_spec.read_vocab_txt(io_utils.read_text(vocab_path).split("\n"))
     if len(tokens) != config.vocab_size:
         raise RuntimeError(f"{vocab_path} has {len(tokens)} entries, expected --vocab_size {config.vocab_size}")
     stale = _remove_stale_shards(config)
