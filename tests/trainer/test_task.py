@@ -170,7 +170,7 @@ def _task_cmd(data_dir: str, model_dir: str) -> list[str]:
         sys.executable, "-m", "trainer.task", "--data_dir", data_dir, "--model_dir", model_dir, *TINY,
         "--train_steps", "60", "--batch_size", "16", "--learning_rate", "1e-3", "--warmup_steps", "5",
         "--log_every", "10", "--checkpoint_every", "10", "--keep_checkpoints", "10", "--eval_steps", "1",
-        "--data_resume", "skip",
+        "--data_resume", "skip", "--no-jit_compile",
     ]  # fmt: skip
 
 
