@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import unicodedata
+from collections import Counter
 from pathlib import Path
 
 import pytest
 from tokenizers import BertWordPieceTokenizer, Tokenizer
 
 from beam_pipelines import build
-from beam_pipelines.vocab import stage
+from beam_pipelines.vocab import stage, tokenizer_spec
 from tests.vocab.conftest import run_vocab_stage, synthetic_documents, write_corpus
 
 VOCAB_FILES = ("special_tokens_map.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt")
@@ -86,6 +87,9 @@ def test_outputs_and_report(synthetic_runs):
     ]
     assert len(tsv) == counts["distinct_words_kept"]
     assert sum(int(c) for _, c in tsv) == counts["word_occurrences_kept"]
+    splitter = tokenizer_spec.WordSplitter()
+    expected = Counter(w for doc in synthetic_documents() for line in doc for w in splitter.split(line))
+    assert {w: int(c) for w, c in tsv} == dict(expected)
 
 
 def test_same_input_gives_byte_identical_files(synthetic_runs):
@@ -243,3 +247,21 @@ def test_pairs_match_bert_layout(hindi_vocab):
     assert encoded["input_ids"][0] == 2 and encoded["input_ids"][-1] == 3
     assert encoded["token_type_ids"] == [0] * (sep + 1) + [1] * (len(encoded["input_ids"]) - sep - 1)
     assert auto.decode(encoded["input_ids"], skip_special_tokens=True).startswith("यह पहला")
+
+
+@pytest.mark.slow
+def test_full_size_vocabulary_same_with_one_and_two_workers(shared_corpus, tmp_path):
+    """32,000 entries from every documents/ file (10 MB), in process and on two workers."""
+    from transformers import AutoTokenizer
+
+    from tests.vocab.conftest import read_documents
+
+    docs = [d for p in sorted((shared_corpus / "documents").glob("*.txt")) for d in read_documents(p)]
+    outputs = []
+    for name, beam_args in (("one", []), ("two", ["--direct_running_mode=multi_processing", "--direct_num_workers=2"])):
+        write_corpus(tmp_path / name / "corpus", docs, num_files=4)
+        report = run_vocab_stage(tmp_path / name, ["--vocab_size", "32000"], beam_args)
+        assert report["vocab_size"] == 32000
+        outputs.append(_files(tmp_path / name / "vocab"))
+    assert outputs[0] == outputs[1]
+    assert len(AutoTokenizer.from_pretrained(str(tmp_path / "one" / "vocab"))) == 32000
