@@ -74,8 +74,18 @@ def test_tiny_model_trains_and_exports(data_dir, tmp_path, caplog):
     assert state["data_metadata"]["max_seq_length"] == 32
     assert set(state["eval_metrics"]) == {"loss", "mlm_loss", "mlm_accuracy", "nsp_loss", "nsp_accuracy"}
     assert len(weights) == 46
-    events = list(Path(model_dir, "tensorboard", "train").glob("events.out.tfevents.*"))
-    assert events and events[0].stat().st_size > 0
+    tags = {}
+    for split in ("train", "eval"):
+        import tensorflow as tf
+
+        (events,) = Path(model_dir, "tensorboard", split).glob("events.out.tfevents.*")
+        tags[split] = {
+            (v.tag, e.step) for e in tf.compat.v1.train.summary_iterator(str(events)) for v in e.summary.value
+        }
+    assert {("loss", 20), ("mlm_accuracy", 40), ("learning_rate", 60), ("examples_per_second", 60)} <= tags[
+        "train"
+    ]
+    assert {("loss", 30), ("nsp_accuracy", 60)} <= tags["eval"]
 
 
 @pytest.mark.parametrize(
