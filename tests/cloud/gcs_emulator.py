@@ -145,8 +145,8 @@ class TensorFlowProxy:
         ca, cert, key = write_test_ca(self.ca_path.parent)
         cmd = [sys.executable, "-m", "tests.cloud.tls_proxy", "--backend", f"127.0.0.1:{self.emulator.port}",
                "--cert", str(cert), "--key", str(key)]
-        log = self.log_path.open("wb")
-        self._process = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=log)
+        with self.log_path.open("wb") as log:
+            self._process = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=log)
         deadline = time.monotonic() + timeout_s
         line = b""
         while not line.startswith(b"READY"):
@@ -165,6 +165,7 @@ class TensorFlowProxy:
             except subprocess.TimeoutExpired:
                 self._process.kill()
                 self._process.wait()
+            self._process.stdout.close()
             self._process = None
 
 
