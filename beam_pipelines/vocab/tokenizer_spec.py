@@ -135,9 +135,17 @@ def special_tokens_map() -> dict[str, str]:
 
 
 def tokenizer_config() -> dict[str, object]:
-    """Returns the content of ``tokenizer_config.json`` (loads as ``BertTokenizerFast``, cased)."""
+    """Returns the content of ``tokenizer_config.json``.
+
+    The class is ``PreTrainedTokenizerFast``, which runs ``tokenizer.json`` as it is. In
+    transformers 5, ``BertTokenizerFast`` rebuilds BERT's own normalizer instead, which deletes
+    ZWJ/ZWNJ and skips NFC; ``BertTokenizerFast.from_pretrained(dir)`` still loads this folder
+    and agrees on text without those characters. The keys below keep the cased, accent-keeping
+    settings visible to tools that read them.
+    """
     return {
-        "tokenizer_class": "BertTokenizerFast",
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "model_input_names": ["input_ids", "token_type_ids", "attention_mask"],
         "do_lower_case": False,
         "strip_accents": False,
         "tokenize_chinese_chars": True,
