@@ -6,15 +6,21 @@ Extras keep each machine lean:
   pip install .[conversion]  # the converter: torch (CPU), transformers
   pip install .[dev]         # everything above plus the test and benchmark tools
 The pins are a set known to resolve together on Python 3.11.
+
+Dataflow workers install this package from ``--setup_file=./setup.py`` with its
+``install_requires`` only (no extras; Beam itself is in the worker image), so what the
+pipeline's DoFns import on a worker (tokenizers, zstandard) is listed there. Both are small
+and pull neither Beam nor torch, so a TPU VM stays lean too.
 """
 
 from setuptools import find_packages, setup
 
-PIPELINE = [
-    "apache-beam[gcp]==2.77.0",
+WORKER = [
+    "numpy",
     "tokenizers==0.23.3",
     "zstandard==0.25.0",
 ]
+PIPELINE = ["apache-beam[gcp]==2.77.0", "matplotlib==3.11.2"]  # plots drawn by the launcher
 TRAINER = [
     "tensorflow==2.21.0",
     "keras==3.15.1",
@@ -23,7 +29,6 @@ TRAINER = [
 CONVERSION = [
     "torch==2.13.0",
     "transformers==5.24.0",
-    "tokenizers==0.23.3",
     "safetensors==0.8.0",
 ]
 GCS = ["google-cloud-storage==3.17.1"]
@@ -43,8 +48,8 @@ setup(
     description="Train a BERT language model from scratch: OSCAR text to a Hugging Face model.",
     python_requires=">=3.10,<3.13",
     packages=find_packages(include=["beam_pipelines*", "trainer*", "conversion*"]),
-    package_data={"beam_pipelines": ["data/*"]},
-    install_requires=["numpy"],
+    package_data={"beam_pipelines": ["sample_data/*"]},
+    install_requires=WORKER,
     extras_require={
         "pipeline": PIPELINE + GCS,
         "trainer": TRAINER,
