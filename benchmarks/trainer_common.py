@@ -287,12 +287,21 @@ class BenchSpec:
     precision: str
     torch_compile: bool
     peak_tflops: float | None
+    windows: int = 5
     seed: int = 0
 
     def __post_init__(self):
         if self.run not in RUNS:
             raise ValueError(f"unknown run {self.run!r}; known: {sorted(RUNS)}")
-        for name in ("vocab_size", "batch_size", "seq_length", "max_predictions", "steps", "warmup"):
+        for name in (
+            "vocab_size",
+            "batch_size",
+            "seq_length",
+            "max_predictions",
+            "steps",
+            "warmup",
+            "windows",
+        ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"--{name} must be > 0, got {getattr(self, name)}")
         if self.max_predictions >= self.seq_length:
@@ -403,7 +412,9 @@ def run_keras_jax(spec: BenchSpec, overrides: dict) -> dict:
         logs, state = train_step(state, batches[i % len(batches)])
         return logs["loss"]
 
-    timing = time_steps(step, lambda x: x.block_until_ready(), warmup=spec.warmup, steps=spec.steps)
+    timing = time_steps(
+        step, lambda x: x.block_until_ready(), warmup=spec.warmup, steps=spec.steps, windows=spec.windows
+    )
     device = jax.devices()[0]
     extra = {
         "framework": "keras_jax",
@@ -434,7 +445,7 @@ def run_keras_tf(spec: BenchSpec, overrides: dict) -> dict:
         x, y = batches[i % len(batches)]
         return model.train_on_batch(x, y, return_dict=True)["loss"]  # returns a float: synchronous
 
-    timing = time_steps(step, lambda x: x, warmup=spec.warmup, steps=spec.steps)
+    timing = time_steps(step, lambda x: x, warmup=spec.warmup, steps=spec.steps, windows=spec.windows)
     extra = {
         "framework": "keras_tf",
         "loss": float(timing["last"]),
@@ -485,7 +496,11 @@ def run_torch(spec: BenchSpec, overrides: dict) -> dict:
             torch.cuda.synchronize()
 
     timing = time_steps(
-        lambda i: step_fn(batches[i % len(batches)]), sync, warmup=spec.warmup, steps=spec.steps
+        lambda i: step_fn(batches[i % len(batches)]),
+        sync,
+        warmup=spec.warmup,
+        steps=spec.steps,
+        windows=spec.windows,
     )
     extra = {
         "framework": "torch",
@@ -563,14 +578,17 @@ def run_all(
 
 def table(results: list[dict]) -> str:
     """The final short table: one row per run."""
-    rows = ["run                         ex/s   step ms  TFLOP/s  MFU     loss    first step s  wall s"]
+    rows = [
+        "run                         ex/s   step ms   best ms  TFLOP/s  MFU     loss    first step s  wall s"
+    ]
     for r in results:
         if "error" in r:
             rows.append(f"{r['run']:<26} ERROR {r['error']}")
             continue
         mfu = f"{100 * r['mfu']:.1f}%" if r.get("mfu") is not None else "n/a"
         rows.append(
-            f"{r['run']:<26} {r['examples_per_s']:>6.1f} {1e3 * r['step_time_s']:>9.2f} {r['achieved_tflops']:>8.2f}  "
+            f"{r['run']:<26} {r['examples_per_s']:>6.1f} {1e3 * r['step_time_s']:>9.2f} "
+            f"{1e3 * r['step_time_min_s']:>9.2f} {r['achieved_tflops']:>8.2f}  "
             f"{mfu:<7} {r['loss']:<7.3f} {r['first_step_s']:>12.1f} {r['wall_s']:>7.0f}"
         )
     return "\n".join(rows)
@@ -583,7 +601,12 @@ def add_common_flags(parser, **defaults) -> None:
     parser.add_argument("--batch_size", type=int, default=defaults["batch_size"])
     parser.add_argument("--seq_length", type=int, default=128)
     parser.add_argument("--max_predictions", type=int, default=20)
-    parser.add_argument("--steps", type=int, default=defaults["steps"], help="timed steps (in 5 windows)")
+    parser.add_argument(
+        "--steps", type=int, default=defaults["steps"], help="timed steps, split into --windows"
+    )
+    parser.add_argument(
+        "--windows", type=int, default=defaults.get("windows", 5), help="synchronised timing windows"
+    )
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (the first compiles)")
     parser.add_argument("--device", choices=("gpu", "cpu"), default=defaults["device"])
     parser.add_argument("--precision", choices=("bf16", "fp32"), default=defaults["precision"])
@@ -619,6 +642,7 @@ def specs_from_flags(args) -> tuple[list[BenchSpec], set[str]]:
         max_predictions=args.max_predictions,
         steps=args.steps,
         warmup=args.warmup,
+        windows=args.windows,
         device=args.device,
         precision=args.precision,
         torch_compile=args.torch_compile,

@@ -2,6 +2,8 @@
 
 Same sizes, batch, sequence length, optimizer (AdamW, no decay on LayerNorm and biases, clip
 1.0), float32, in one run; each configuration in its own process (benchmarks/trainer_common.py).
+The step time is the median over 10 windows of 2 steps; on a shared machine the best window
+("best ms") is the least disturbed figure.
 Our side is Keras' TensorFlow train step with ``jit_compile=True`` (XLA), as ``trainer.task``
 runs it, fed by ``train_on_batch`` with batches already in memory; PyTorch runs eager (the usual
 CPU baseline). MFU is the model's matrix-product FLOPs (``trainer.flops``) over a stated peak.
@@ -39,6 +41,7 @@ def main(argv=None) -> int:
         size="mini",
         batch_size=32,
         steps=20,
+        windows=10,
         device="cpu",
         precision="fp32",
         peak_tflops=CPU_PEAK_TFLOPS,
