@@ -65,6 +65,8 @@ def test_pipeline_trainer_converter_on_gcs(tf_gcs, gcs_prefix, repo_root, tmp_pa
     assert metadata["vocab_size"] == len(vocab) == 2000
     assert metadata["input_counts"]["documents_kept"] == report["documents_kept"]
     written = _list(f"{out}/pretraining/seq64")
+    # The stage's temporary files are gone (on GCS a "directory" is only a prefix).
+    assert not [name for name in written if name.startswith("_spill/")]
     for split in ("train", "validation"):
         assert metadata["splits"][split]["num_examples"] > 0
         assert {f"{split}-0000{i}-of-00002.tfrecord" for i in range(2)} <= set(written)
