@@ -7,6 +7,7 @@ session (about 1 s) and stopped at the end; every test gets its own prefix in th
 from __future__ import annotations
 
 import re
+import sys
 import uuid
 
 import pytest
@@ -28,6 +29,8 @@ def gcs_emulator(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tf_gcs(gcs_emulator):
     """Routes TensorFlow's ``gs://`` filesystem to the emulator (set before TF first opens gs://)."""
+    if sys.version_info < (3, 11):
+        pytest.skip("the TLS proxy needs asyncio's StreamWriter.start_tls (Python 3.11+)")
     proxy = TensorFlowProxy(gcs_emulator).start()
     with pytest.MonkeyPatch.context() as mp:
         for name, value in proxy.env().items():
