@@ -97,9 +97,27 @@ def run(argv: Sequence[str] | None = None) -> dict[str, object]:
         parser.error(str(e))
 
     import apache_beam as beam
-    from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
+    from apache_beam.options.pipeline_options import (
+        GoogleCloudOptions,
+        PipelineOptions,
+        StandardOptions,
+        TestOptions,
+    )
 
-    dry_run = bool(PipelineOptions(list(beam_args)).view_as(TestOptions).dry_run)
+    base_options = PipelineOptions(list(beam_args))
+    dry_run = bool(base_options.view_as(TestOptions).dry_run)
+    runner = str(base_options.view_as(StandardOptions).runner or "")
+    if "dataflow" in runner.lower():
+        # Dataflow workers cannot see the launching machine's files.
+        local = [
+            f"--{flag} {value}"
+            for flag in ("output_dir", "input", "vocab_input")
+            for value in str(getattr(args, flag, None) or "").split(",")
+            if value and not value.startswith("gs://")
+        ]
+        if local:
+            parser.error("with the DataflowRunner every path must be gs://; local: " + ", ".join(local))
+    job_name = base_options.view_as(GoogleCloudOptions).job_name
     results: dict[str, object] = {}
     for name in stages:
         module = _stage_module(name)
@@ -107,7 +125,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, object]:
         if dry_run:
             # A dry run only builds each job graph: no input is read and nothing is written,
             # so the checks on files and the reports that read metrics are skipped.
-            pipeline = beam.Pipeline(options=PipelineOptions(list(beam_args)))
+            pipeline = beam.Pipeline(options=_stage_options(beam_args, job_name, name))
             module.build_pipeline(pipeline, config)
             results[name] = pipeline.run()
             logger.info("stage %s: job graph built (dry run)", name)
@@ -115,13 +133,23 @@ def run(argv: Sequence[str] | None = None) -> dict[str, object]:
         module.preflight(config)
         start = time.time()
         logger.info("stage %s: starting", name)
-        pipeline = beam.Pipeline(options=PipelineOptions(list(beam_args)))
+        pipeline = beam.Pipeline(options=_stage_options(beam_args, job_name, name))
         module.build_pipeline(pipeline, config)
         result = pipeline.run()
         result.wait_until_finish()
         results[name] = module.finalize(config, result)
         logger.info("stage %s: done in %.1f s", name, time.time() - start)
     return results
+
+
+def _stage_options(beam_args: Sequence[str], job_name: str | None, stage: str):
+    """Beam options for one stage; a user's ``--job_name`` gets the stage as a suffix."""
+    from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
+
+    options = PipelineOptions(list(beam_args))
+    if job_name:
+        options.view_as(GoogleCloudOptions).job_name = f"{job_name}-{stage}"
+    return options
 
 
 def main(argv: Sequence[str] | None = None) -> int:
