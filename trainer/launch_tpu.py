@@ -11,7 +11,8 @@ Cloud run: the same without ``--dry_run``. ``--queued_resource`` asks for the TP
 resource (waits until the capacity is granted), ``--spot`` for preemptible capacity, and a pod
 slice (``v4-32``, several hosts) works the same way: every command that touches the VM carries
 ``--worker=all``, so each host installs the package and runs ``trainer.task``, which reads its own
-shard of the data. The VM (or queued resource) is deleted at the end, also after a failure or
+shard of the data (pod slices need ``--backend jax``: JAX runs one process per host, TensorFlow's
+TPUStrategy does not). The VM (or queued resource) is deleted at the end, also after a failure or
 Ctrl-C, unless ``--keep_vm``. docs/tpu.md has the one-time setup (APIs, the TPU service account's
 access to the bucket).
 """
@@ -95,6 +96,12 @@ class LaunchConfig:
             )
         if self.backend not in RUNTIME_PIP:
             raise ValueError(f"--backend {self.backend!r}: expected one of {sorted(RUNTIME_PIP)}")
+        if self.backend == "tensorflow" and self.is_multi_host:
+            raise ValueError(
+                f"--accelerator_type {self.accelerator_type} has several hosts: this launcher runs trainer.task on "
+                "every worker (JAX's way), while TensorFlow's TPUStrategy on a pod slice runs one client on worker 0 "
+                "against a tpu-vm-tf-*-pod image; use --backend jax for pod slices"
+            )
         if not _PACKAGE_RE.match(os.path.basename(self.package)):
             raise ValueError(
                 f"--package {self.package!r}: expected an sdist or wheel of this project "
@@ -103,6 +110,11 @@ class LaunchConfig:
         for item in self.env:
             if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*=", item):
                 raise ValueError(f"--env {item!r}: expected NAME=VALUE")
+
+    @property
+    def is_multi_host(self) -> bool:
+        """Slices of more than 8 cores (v2-v5p) or chips (v5e, v6e) span several TPU VM hosts."""
+        return int(self.accelerator_type.rsplit("-", 1)[1]) > 8
 
     @property
     def is_local_package(self) -> bool:

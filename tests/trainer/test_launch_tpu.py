@@ -27,6 +27,10 @@ TASK_REMOTE = (
     "KERAS_BACKEND=tensorflow PYTHONUNBUFFERED=1 python3 -m trainer.task --data_dir gs://bkt/out/pretraining/seq128 "
     "--model_dir gs://bkt/models/base --model_size base --strategy tpu --train_steps 1000"
 )
+TASK_REMOTE_JAX = TASK_REMOTE.replace("KERAS_BACKEND=tensorflow", "KERAS_BACKEND=jax")
+JAX_RUNTIME = (
+    'python3 -m pip install -q "jax[tpu]" -f https://storage.googleapis.com/jax-releases/libtpu_releases.html'
+)
 TF_RUNTIME = "python3 -m pip install -q tensorflow-tpu==2.21.0 -f https://storage.googleapis.com/libtpu-tf-releases/index.html"
 
 CASES = {
@@ -68,6 +72,8 @@ CASES = {
             "v4-32",
             "--project",
             "proj-1",
+            "--backend",
+            "jax",
             "--package",
             "gs://bkt/dist/hindi_bert-0.1.0-py3-none-any.whl",
         ],
@@ -80,10 +86,10 @@ CASES = {
             "--command 'set -e; gcloud storage cp gs://bkt/dist/hindi_bert-0.1.0-py3-none-any.whl "
             "/tmp/hindi_bert-0.1.0-py3-none-any.whl; python3 -m pip install -q --upgrade pip; "
             'python3 -m pip install -q "hindi_bert[trainer] @ file:///tmp/hindi_bert-0.1.0-py3-none-any.whl"; '
-            f"{TF_RUNTIME}'",
+            f"{JAX_RUNTIME}'",
             "# train on every worker",
             "gcloud compute tpus tpu-vm ssh bert-pod --zone=us-central2-b --project=proj-1 --worker=all "
-            f"--command '{TASK_REMOTE}'",
+            f"--command '{TASK_REMOTE_JAX}'",
             "# delete (also after a failure or Ctrl-C)",
             "gcloud compute tpus tpu-vm delete bert-pod --zone=us-central2-b --project=proj-1 --quiet",
         ],
@@ -200,6 +206,7 @@ def test_task_flags_survive_both_shells():
         (["--accelerator_type", "a100"], "--accelerator_type 'a100'"),
         (["--package", "dist/project.zip"], "--package 'dist/project.zip'"),
         (["--env", "1X=2"], "--env '1X=2'"),
+        (["--accelerator_type", "v4-32"], "v4-32 has several hosts"),
     ],
 )
 def test_bad_flags_are_named(flags, message, capsys):
