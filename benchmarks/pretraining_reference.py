@@ -59,7 +59,15 @@ def run_reference(script_dir: Path, *, input_files: list[str], vocab_file: str, 
         f"--do_whole_word_mask={whole_word_masking}",
     ]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
-    return subprocess.Popen(cmd, cwd=script_dir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # The log goes to a file: a pipe nobody reads until the end would fill up and block it.
+    log = open(output_file + ".log", "wb")  # noqa: SIM115 (closed with the process by the caller)
+    return subprocess.Popen(cmd, cwd=script_dir, env=env, stdout=subprocess.DEVNULL, stderr=log)
+
+
+def reference_log(output_file: str) -> str:
+    """The reference run's log (TensorFlow INFO lines), as written by ``run_reference``."""
+    with open(output_file + ".log", "rb") as f:
+        return f.read().decode("utf-8", "replace")
 
 
 def _reference_documents(script_dir: Path, input_files: list[str], vocab_file: str) -> tuple[list, int]:
@@ -153,9 +161,9 @@ def main(argv=None) -> int:
         start = time.time()
         proc = run_reference(script_dir, input_files=files, vocab_file=args.vocab, output_file=out,
                              dupe_factor=args.dupe_factor)
-        _, err = proc.communicate()
+        proc.wait()
         if proc.returncode:
-            raise RuntimeError(f"reference failed: {err.decode()[-2000:]}")
+            raise RuntimeError(f"reference failed: {reference_log(out)[-2000:]}")
         elapsed = time.time() - start
         result = compare_with_reference(script_dir, input_files=files, vocab_file=args.vocab,
                                         reference_output=out, dupe_factor=args.dupe_factor)

@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 import tempfile
@@ -30,7 +31,7 @@ from pathlib import Path
 
 import psutil
 
-from benchmarks.pretraining_reference import prepare_reference, run_reference
+from benchmarks.pretraining_reference import prepare_reference, reference_log, run_reference
 from tests.pretraining import helpers
 
 REPO = Path(__file__).resolve().parent.parent
@@ -154,12 +155,11 @@ def run_ref(script_dir: Path, workspace: str, *, dupe_factor: int) -> dict:
         dupe_factor=dupe_factor,
     )
     seconds, peak = _measure(proc)
-    _, err = proc.communicate()
+    proc.wait()
+    log = reference_log(out)
     if proc.returncode:
-        raise RuntimeError(f"reference failed: {err.decode()[-3000:]}")
-    import re
-
-    found = re.findall(rb"Wrote (\d+) total instances", err)
+        raise RuntimeError(f"reference failed: {log[-3000:]}")
+    found = re.findall(r"Wrote (\d+) total instances", log)
     instances = int(found[-1]) if found else None
     return {
         "seconds": round(seconds, 1),

@@ -11,7 +11,12 @@ import os
 
 import pytest
 
-from benchmarks.pretraining_reference import compare_with_reference, prepare_reference, run_reference
+from benchmarks.pretraining_reference import (
+    compare_with_reference,
+    prepare_reference,
+    reference_log,
+    run_reference,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -32,8 +37,8 @@ def test_every_reference_instance_is_reproduced(reference_dir, hindi_workspace, 
     vocab = str(hindi_workspace / "vocab" / "vocab.txt")
     out = str(tmp_path / "reference.tfrecord")
     proc = run_reference(script_dir, input_files=files, vocab_file=vocab, output_file=out, dupe_factor=2)
-    _, err = proc.communicate()
-    assert proc.returncode == 0, err.decode()[-2000:]
+    proc.wait()
+    assert proc.returncode == 0, reference_log(out)[-2000:]
     result = compare_with_reference(script_dir, input_files=files, vocab_file=vocab, reference_output=out,
                                     dupe_factor=2)
     assert result["reference_instances"] == result["ours"] > 1000
