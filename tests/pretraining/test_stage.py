@@ -215,3 +215,15 @@ def test_flags_build_the_config():
         output_dir="/o", seed=7, num_shards=8, max_seq_length=512, max_predictions_per_seq=76, dupe_factor=3,
         whole_word_masking=True, nsp=False, gzip=True, bucket_size=100)
     assert config.seq_dir == "/o/pretraining/seq512"
+
+
+def test_the_driver_runs_the_stage(hindi_workspace, tmp_path):
+    out = _workspace_copy(hindi_workspace, tmp_path / "cli")
+    results = build.run(["--stages", "pretraining", "--output_dir", str(out), "--max_seq_length", "32",
+                         "--max_predictions_per_seq", "5", "--dupe_factor", "1", "--num_shards", "2",
+                         "--seed", "3"])
+    metadata = results["pretraining"]
+    assert json.loads((out / "pretraining" / "seq32" / "metadata.json").read_text()) == metadata
+    assert metadata["seed"] == 3 and metadata["max_seq_length"] == 32
+    assert metadata["splits"]["train"]["file_pattern"] == "train-*-of-00002.tfrecord"
+    assert metadata["splits"]["train"]["num_examples"] > 0
