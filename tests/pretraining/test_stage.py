@@ -227,3 +227,23 @@ def test_the_driver_runs_the_stage(hindi_workspace, tmp_path):
     assert metadata["seed"] == 3 and metadata["max_seq_length"] == 32
     assert metadata["splits"]["train"]["file_pattern"] == "train-*-of-00002.tfrecord"
     assert metadata["splits"]["train"]["num_examples"] > 0
+
+
+def test_stage_on_generated_text_without_the_shared_corpus(tmp_path):
+    """A small generated corpus: the stage's contract holds wherever the tests run."""
+    from tests.pretraining import helpers
+
+    words = ["भारत", "हिन्दी", "भाषा", "में", "कुछ", "शब्द", "है", "और", "के", "लिए", "यह", "एक", "नदी", "पानी"]
+    rng = __import__("random").Random(0)
+    docs = [[" ".join(rng.choice(words) for _ in range(rng.randint(3, 25))) + " ।" for _ in range(rng.randint(1, 9))]
+            for _ in range(120)]
+    counts = helpers.write_corpus(tmp_path, docs, num_shards=2, validation_every=6)
+    helpers.write_vocab(tmp_path, docs, vocab_size=200)
+    metadata = run_stage(_config(tmp_path, num_shards=2, bucket_size=8))
+    assert "records_malformed" not in metadata["input_counts"]  # no corpus.json: own counters
+    assert metadata["input_counts"]["documents_kept"] == sum(counts.values())
+    seq = tmp_path / "pretraining" / f"seq{L}"
+    for split in ("train", "validation"):
+        files = sorted(seq.glob(metadata["splits"][split]["file_pattern"]))
+        n = sum(1 for f in files for _ in iter_framed(f.read_bytes()))
+        assert n == metadata["splits"][split]["num_examples"] > 0
