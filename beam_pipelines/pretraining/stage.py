@@ -179,7 +179,8 @@ def build_pipeline(p, config: PretrainingConfig) -> None:
     created = (files | "CorpusFiles" >> beam.Flatten()
                | "CreatePretrainingExamples" >> CreatePretrainingExamples(config, config.spill_dir))
     (created["refs"]
-     | "WriteExamples" >> WriteExamples(config.seq_dir, num_shards=config.num_shards, gzip_output=config.gzip))
+     | "WriteExamples" >> WriteExamples(config.seq_dir, num_shards=config.num_shards, gzip_output=config.gzip,
+                                      spill_dir=config.spill_dir))
     spill_stats = io_utils.join(config.spill_dir, "stats.pkl")
     created["stats"] | "WriteStats" >> beam.Map(lambda blob: io_utils.write_atomic(spill_stats, blob))
 

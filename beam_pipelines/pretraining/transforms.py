@@ -217,21 +217,62 @@ def _read_ranges(ranges: list[tuple[str, int, int]]) -> list[bytes]:
     return out
 
 
-def _iter_run(path: str, offset: int, length: int, count: int):
-    """Yields ``key + framed record`` entries of one sorted run of a bucket spill file."""
+_RUN_CHUNK = 1 << 18  # bytes read from a run at a time
+MAX_FAN_IN = 128  # runs merged at once; more runs are merged in passes through spill files
+
+
+def _read_range(path: str, offset: int, size: int) -> bytes:
     with io_utils.FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
         f.seek(offset)
-        read = 0
-        for _ in range(count):
-            head = f.read(20)  # 8-byte key, 8-byte length, 4-byte crc of the length
-            (size,) = struct.unpack_from("<Q", head, 8)
-            rest = f.read(size + 4)
-            if len(head) != 20 or len(rest) != size + 4:
+        return f.read(size)
+
+
+def _iter_run(path: str, offset: int, length: int, count: int):
+    """Yields the ``key + framed record`` entries of one sorted run, reading it in chunks.
+
+    The file is opened per chunk, so a merge of many runs holds no open file and at most
+    one chunk per run.
+    """
+    end = offset + length
+    pos = offset
+    buf = b""
+    i = 0
+    for _ in range(count):
+        while len(buf) - i < 20 or len(buf) - i < 24 + struct.unpack_from("<Q", buf, i + 8)[0]:
+            data = _read_range(path, pos, min(_RUN_CHUNK, end - pos))
+            if not data:
                 raise ValueError(f"{path}: spill run at {offset} is truncated")
-            read += 24 + size
-            yield head + rest
-        if read != length:
-            raise ValueError(f"{path}: spill run at {offset} has {read} bytes, expected {length}")
+            buf = buf[i:] + data
+            i = 0
+            pos += len(data)
+        size = 24 + struct.unpack_from("<Q", buf, i + 8)[0]
+        yield buf[i : i + size]
+        i += size
+    if pos != end or i != len(buf):
+        raise ValueError(f"{path}: spill run at {offset} does not hold {count} records")
+
+
+def merge_runs(runs: list[tuple[str, int, int, int]], *, work_prefix: str):
+    """Yields the entries of sorted runs ``(path, offset, length, count)`` in key order.
+
+    With more than ``MAX_FAN_IN`` runs, groups are first merged into new runs written to
+    ``work_prefix``-named files (removed by the caller's cleanup of the spill directory).
+    """
+    level = 0
+    while len(runs) > MAX_FAN_IN:
+        merged_runs = []
+        for g in range(0, len(runs), MAX_FAN_IN):
+            path = f"{work_prefix}-merge{level}-{g // MAX_FAN_IN:06d}.bin"
+            count = length = 0
+            with _atomic_writer(path) as out:
+                for entry in heapq.merge(*(_iter_run(*r) for r in runs[g : g + MAX_FAN_IN])):
+                    out.write(entry)
+                    count += 1
+                    length += len(entry)
+            merged_runs.append((path, 0, length, count))
+        runs = merged_runs
+        level += 1
+    yield from heapq.merge(*(_iter_run(*r) for r in runs))
 
 
 class _BucketInstances(beam.DoFn):
@@ -333,8 +374,9 @@ class _WriteShard(beam.DoFn):
     Out: ``(split, records written)``.
     """
 
-    def __init__(self, out_dir: str, num_shards: int, gzip_output: bool):
+    def __init__(self, out_dir: str, num_shards: int, gzip_output: bool, spill_dir: str):
         self._out_dir = out_dir
+        self._spill_dir = spill_dir
         self._num_shards = num_shards
         self._gzip = gzip_output
         self._counters = {s: Metrics.counter(_NAMESPACE, f"{s}_instances_written") for s in SPLITS}
@@ -344,8 +386,8 @@ class _WriteShard(beam.DoFn):
         runs = sorted(r for r in refs if r is not None)
         name = shard_name(split, shard, self._num_shards, gzip_output=self._gzip)
         n = 0
-        # Each run is sorted by key: a k-way merge keeps one record per run in memory.
-        merged = heapq.merge(*(_iter_run(*run) for run in runs))
+        # Each run is sorted by key: a k-way merge keeps one chunk per run in memory.
+        merged = merge_runs(runs, work_prefix=io_utils.join(self._spill_dir, f"{split}-shard-{shard:05d}"))
         with _atomic_writer(io_utils.join(self._out_dir, name)) as raw:
             out = gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0, filename="") if self._gzip else raw
             buffer: list[bytes] = []
@@ -432,9 +474,11 @@ class WriteExamples(beam.PTransform):
     In: ``((split, shard), (spill path, offset, length, count))``. Out: ``(split, count)`` per shard.
     """
 
-    def __init__(self, out_dir: str, *, num_shards: int, gzip_output: bool, splits: Iterable[str] = SPLITS):
+    def __init__(self, out_dir: str, *, num_shards: int, gzip_output: bool, spill_dir: str,
+                 splits: Iterable[str] = SPLITS):
         super().__init__()
         self._out_dir = out_dir
+        self._spill_dir = spill_dir
         self._num_shards = num_shards
         self._gzip = gzip_output
         self._splits = tuple(splits)
@@ -446,5 +490,5 @@ class WriteExamples(beam.PTransform):
             (refs, every_shard)
             | "WithEmptyShards" >> beam.Flatten()
             | "GroupShards" >> beam.GroupByKey()
-            | "WriteShard" >> beam.ParDo(_WriteShard(self._out_dir, self._num_shards, self._gzip))
+            | "WriteShard" >> beam.ParDo(_WriteShard(self._out_dir, self._num_shards, self._gzip, self._spill_dir))
         )
