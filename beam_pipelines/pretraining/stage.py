@@ -272,7 +272,8 @@ def finalize(config: PretrainingConfig, result) -> dict:
                                             max_predictions_per_seq=config.max_predictions_per_seq).items():
             io_utils.write_atomic(io_utils.join(config.reports_dir, name), png)
 
-    spill = io_utils.match_patterns([io_utils.join(config.spill_dir, "*")]) if io_utils.exists(config.spill_dir) else []
+    # On gs:// a folder is only a prefix (exists() is False for it), so list the files themselves.
+    spill = [path for path, _ in io_utils.match_with_sizes(io_utils.join(config.spill_dir, "*"))]
     if spill:
         io_utils.FileSystems.delete(spill)
     if io_utils.exists(config.spill_dir):
