@@ -17,7 +17,7 @@ $(STAMP): setup.py
 	touch $(STAMP)
 
 DEMO_VOCAB ?= 8000
-DEMO_STEPS ?= 600
+DEMO_STEPS ?= 2000
 demo: $(STAMP)
 	@echo "== 1/4 data: corpus, vocabulary, TFRecords (bundled OSCAR 23.01 sample)"
 	$(PY) -m beam_pipelines.build --output_dir $(DEMO_DIR) --vocab_size $(DEMO_VOCAB)
@@ -25,7 +25,7 @@ demo: $(STAMP)
 	rm -rf $(DEMO_DIR)/model
 	$(PY) -m trainer.task --data_dir $(DEMO_DIR)/pretraining/seq128 --model_dir $(DEMO_DIR)/model \
 		--model_size tiny --train_steps $(DEMO_STEPS) --batch_size 32 --learning_rate 1e-3 \
-		--warmup_steps 60 --checkpoint_every 200 --eval_every 200 --eval_steps 10
+		--warmup_steps 200 --checkpoint_every 500 --eval_every 500 --eval_steps 10
 	@echo "== 3/4 convert to a Hugging Face model and verify the logits"
 	$(PY) -m conversion.convert --model_dir $(DEMO_DIR)/model --vocab_dir $(DEMO_DIR)/vocab \
 		--output_dir $(DEMO_DIR)/hf --data_dir $(DEMO_DIR)/pretraining/seq128 --verify --overwrite
