@@ -23,12 +23,22 @@ Runs (``--runs``, in order; each of ``--optional_runs`` starts only while ``--ti
   torch_full            the stock HF model: MLM head on all L positions (its extra FLOPs are not counted)
   keras_jax_noattndrop  keras_jax with attention-probability dropout 0 (the fused attention path)
   torch_gathered_noattndrop
+
+``--large_batch_runs`` (optional too) repeats those runs at ``--large_batch_size``; their rows read
+``<run>@b<size>``. Before the runs, a separate process compiles one ``TransformerLayer``'s forward
+and backward at the benchmark's shape, once with attention dropout and once without, and records
+the cuDNN custom calls in the optimised HLO (``attention_probe`` in the JSON): whether
+``keras.ops.dot_product_attention`` reached cuDNN fused attention or fell back to XLA attention.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import os
+import re
+import subprocess
 import sys
 
 from benchmarks import trainer_common
@@ -52,16 +62,45 @@ def main(argv=None) -> int:
         run_timeout_s=170,
         out=os.path.join(os.environ.get("OUT", "."), "gpu_bench.json"),
     )
+    parser.add_argument(
+        "--large_batch_runs", default="", help="runs repeated at --large_batch_size (optional runs)"
+    )
+    parser.add_argument("--large_batch_size", type=int, default=512)
+    parser.add_argument(
+        "--no_attention_probe",
+        dest="attention_probe",
+        action="store_false",
+        help="skip the HLO check of which attention implementation XLA compiled",
+    )
+    parser.add_argument("--probe_worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.probe_worker:
+        print(PROBE_PREFIX + json.dumps(probe_attention(args)), flush=True)
+        return 0
     specs, optional = trainer_common.specs_from_flags(args)
+    large = [r for r in args.large_batch_runs.split(",") if r]
+    if large and not specs:
+        parser.error("--large_batch_runs needs at least one of --runs/--optional_runs")
+    for run in large:
+        specs.append(dataclasses.replace(specs[0], run=run, batch_size=args.large_batch_size))
+    probe = run_attention_probe(argv) if args.attention_probe else None
+    if probe is not None:
+        print(f"attention probe: {json.dumps(probe)}", flush=True)
     results = trainer_common.run_all(
         specs,
-        optional=optional,
+        optional=optional | set(large),
         time_budget_s=args.time_budget_s,
         optional_estimate_s=args.optional_run_estimate_s,
         run_timeout_s=args.run_timeout_s,
-        out_path=args.out,
+        out_path=args.out,  # rewritten after each run, so a killed run keeps the earlier ones
     )
+    for r in results:
+        if r["run"] in large and r.get("batch_size") == args.large_batch_size != args.batch_size:
+            r["run"] = f"{r['run']}@b{args.large_batch_size}"
+    if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out, "w") as f:
+            json.dump({"results": results, "attention_probe": probe}, f, indent=1)
     ok = [r for r in results if "error" not in r]
     devices = sorted({r["device_name"] for r in ok})
     peaks = sorted({r["peak_tflops_used"] for r in ok if r.get("peak_tflops_used")})
@@ -75,6 +114,65 @@ def main(argv=None) -> int:
     print(trainer_common.table(results))
     print(f"JSON: {args.out}")
     return 0 if ok and len(ok) == len(results) else 1
+
+
+PROBE_PREFIX = "ATTENTION_PROBE_RESULT "
+
+
+def probe_attention(args) -> dict:
+    """Compiles one TransformerLayer's training forward + backward; lists the cuDNN calls per dropout."""
+    os.environ["KERAS_BACKEND"] = "jax"
+    if "tensorflow" not in sys.modules:
+        sys.modules["tensorflow"] = None
+    if args.device == "cpu":
+        os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    import jax
+    import keras
+    import numpy as np
+
+    from trainer.config import BertConfig
+    from trainer.layers import TransformerLayer
+
+    keras.mixed_precision.set_global_policy("mixed_bfloat16" if args.precision == "bf16" else "float32")
+    b, seq = args.batch_size, args.seq_length
+    out = {"device_name": jax.devices()[0].device_kind, "jax": jax.__version__}
+    for dropout in (0.1, 0.0):
+        config = BertConfig.from_preset(
+            args.size, vocab_size=args.vocab_size, attention_probs_dropout_prob=dropout
+        )
+        layer = TransformerLayer(config)
+        layer.build((None, None, config.hidden_size))
+        x = jax.numpy.zeros((b, seq, config.hidden_size), "float32")
+        mask = jax.numpy.asarray(np.arange(seq)[None, None, None, :] < np.full((b, 1, 1, 1), seq - 8))
+        trainable = [v.value for v in layer.trainable_variables]
+        non_trainable = [v.value for v in layer.non_trainable_variables]
+
+        def loss(tv, ntv, x, mask, layer=layer):
+            y, _ = layer.stateless_call(tv, ntv, x, mask, training=True)
+            return jax.numpy.sum(y.astype("float32"))
+
+        hlo = jax.jit(jax.grad(loss)).lower(trainable, non_trainable, x, mask).compile().as_text()
+        targets = sorted(set(re.findall(r'custom_call_target="([^"]*)"', hlo)))
+        out[f"attention_dropout_{dropout:g}"] = {
+            "cudnn_custom_calls": [t for t in targets if "cudnn" in t.lower()],
+            "cudnn_fused_attention": any("fmha" in t.lower() for t in targets),
+        }
+    return out
+
+
+def run_attention_probe(argv) -> dict | None:
+    """Runs ``probe_attention`` in its own process (no memory held before the timed runs)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    env = {**os.environ, "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
+    cmd = [sys.executable, "-m", "benchmarks.gpu_bench", *argv, "--probe_worker"]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+    except subprocess.TimeoutExpired:
+        return {"error": "probe timed out after 120 s"}
+    for line in proc.stdout.splitlines():
+        if line.startswith(PROBE_PREFIX):
+            return json.loads(line[len(PROBE_PREFIX) :])
+    return {"error": f"probe exit {proc.returncode}: {(proc.stdout + proc.stderr)[-800:]}"}
 
 
 if __name__ == "__main__":

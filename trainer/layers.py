@@ -134,6 +134,10 @@ class TransformerLayer(keras.layers.Layer):
             probs = self.attention_dropout(probs, training=training)
             context = ops.einsum("bnts,bsnd->btnd", probs, v)
         else:
+            # A full [B, 1, L, L] mask: cuDNN fused attention (JAX on GPU, bf16) turns the mask into
+            # a bias that must span both sequence axes; a [B, 1, 1, L] one makes JAX fall back to
+            # XLA attention. Same values either way, so CPU numerics do not change.
+            mask = ops.broadcast_to(mask, (batch, 1, seq_len, seq_len))
             context = ops.dot_product_attention(q, k, v, mask=mask)  # [B, L, N, D]
         return ops.reshape(context, (batch, seq_len, cfg.hidden_size))
 
