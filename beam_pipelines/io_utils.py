@@ -93,3 +93,16 @@ def atomic_create(path: str) -> Iterator[BinaryIO]:
     if FileSystems.exists(path):
         FileSystems.delete([path])
     FileSystems.rename([tmp], [path])
+
+
+def remove_stale_files(pattern: str, keep: Iterable[str]) -> list[str]:
+    """Deletes the files matching ``pattern`` that are not in ``keep``; returns them, sorted.
+
+    A stage calls it once its new output exists, so that shards of an earlier run with another
+    ``--num_shards`` (or compression) are not read by the next stage together with the new ones.
+    """
+    keep = set(keep)
+    stale = sorted(path for path, _ in match_with_sizes(pattern) if path not in keep)
+    if stale:
+        FileSystems.delete(stale)
+    return stale

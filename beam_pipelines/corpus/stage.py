@@ -263,6 +263,12 @@ def finalize(config: CorpusConfig, result) -> dict:
     if missing:
         raise RuntimeError(f"corpus stage finished but {len(missing)} output file(s) are missing: {missing[:5]}")
     report = make_report(config, counters_from_result(result))
+    stale = []
+    for pattern in ("corpus/train-*.txt.gz", "corpus/validation-*.txt.gz", "rejected/rejected-*.jsonl.gz"):
+        stale += io_utils.remove_stale_files(io_utils.join(config.output_dir, pattern), expected)
+    if stale:
+        logger.info("corpus: removed %d file(s) of an earlier run with other shard counts", len(stale))
+    report["stale_files_removed"] = stale
     io_utils.write_json_atomic(io_utils.join(config.output_dir, "reports", REPORT), report)
     logger.info("corpus: read %d records, kept %d documents, dropped %s, malformed %d",
                 report["records_read"], report["documents_kept"],

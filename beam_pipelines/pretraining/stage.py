@@ -272,6 +272,14 @@ def finalize(config: PretrainingConfig, result) -> dict:
                                             max_predictions_per_seq=config.max_predictions_per_seq).items():
             io_utils.write_atomic(io_utils.join(config.reports_dir, name), png)
 
+    current = [io_utils.join(config.seq_dir, shard_name(split, i, config.num_shards, gzip_output=config.gzip))
+               for split in SPLITS for i in range(config.num_shards)]
+    stale = []
+    for split in SPLITS:
+        stale += io_utils.remove_stale_files(io_utils.join(config.seq_dir, f"{split}-*-of-*.tfrecord*"), current)
+    if stale:
+        logger.info("pretraining: removed %d file(s) of an earlier run with other shard settings", len(stale))
+
     # On gs:// a folder is only a prefix (exists() is False for it), so list the files themselves.
     spill = [path for path, _ in io_utils.match_with_sizes(io_utils.join(config.spill_dir, "*"))]
     if spill:

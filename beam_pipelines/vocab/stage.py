@@ -186,14 +186,9 @@ def _counters(result) -> dict[str, int]:
 
 def _remove_stale_shards(config: VocabConfig) -> list[str]:
     """Deletes word-count shards of an earlier run with another number of shards."""
-    from apache_beam.io.filesystems import FileSystems
-
-    pattern = io_utils.join(config.vocab_dir, "word_counts-*.tsv")
-    current = f"-of-{config.num_shards:05d}.tsv"
-    stale = [m.path for m in FileSystems.match([pattern])[0].metadata_list if not m.path.endswith(current)]
-    if stale:
-        FileSystems.delete(stale)
-    return sorted(stale)
+    current = [io_utils.join(config.vocab_dir, transforms.shard_name(i, config.num_shards))
+               for i in range(config.num_shards)]
+    return io_utils.remove_stale_files(io_utils.join(config.vocab_dir, "word_counts-*.tsv"), current)
 
 
 def finalize(config: VocabConfig, result) -> dict[str, object]:

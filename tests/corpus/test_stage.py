@@ -143,3 +143,15 @@ def test_byte_identical_with_one_and_two_workers(bad_inputs, tmp_path):
         assert a[name] == b[name], name
     for key in ("records_read", "records_malformed", "documents_kept", "documents_dropped", "splits"):
         assert one[key] == two[key]
+
+
+def test_rerun_with_other_shard_count_removes_the_old_shards(tmp_path):
+    out = tmp_path / "out"
+    run_corpus(["--output_dir", str(out), "--num_shards", "3"])
+    _, report = run_corpus(["--output_dir", str(out), "--num_shards", "2"])
+    # The next stage reads corpus/train-*: only this run's shards may be there.
+    assert sorted(p.name for p in (out / "corpus").iterdir()) == [
+        "train-00000-of-00002.txt.gz", "train-00001-of-00002.txt.gz", "validation-00000-of-00001.txt.gz"]
+    assert sorted(p.name for p in (out / "rejected").iterdir()) == [
+        "rejected-00000-of-00002.jsonl.gz", "rejected-00001-of-00002.jsonl.gz"]
+    assert len(report["stale_files_removed"]) == 6  # 3 train + 3 rejected (validation kept its name)

@@ -247,3 +247,8 @@ def test_stage_on_generated_text_without_the_shared_corpus(tmp_path):
         files = sorted(seq.glob(metadata["splits"][split]["file_pattern"]))
         n = sum(1 for f in files for _ in iter_framed(f.read_bytes()))
         assert n == metadata["splits"][split]["num_examples"] > 0
+    # A rerun with other shard settings leaves only its own files for the trainer's glob.
+    metadata = run_stage(_config(tmp_path, num_shards=3, bucket_size=8, gzip=True))
+    for split in ("train", "validation"):
+        names = sorted(p.name for p in seq.glob(f"{split}-*"))
+        assert names == [f"{split}-{i:05d}-of-00003.tfrecord.gz" for i in range(3)]
