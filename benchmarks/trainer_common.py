@@ -130,24 +130,12 @@ def time_steps(
 
 
 def hf_config(config: BertConfig, *, attn_implementation: str = "sdpa"):
-    """The Hugging Face ``BertConfig`` with our sizes."""
+    """The Hugging Face ``BertConfig`` with our sizes (the converter's own config map)."""
     import transformers
 
-    return transformers.BertConfig(
-        vocab_size=config.vocab_size,
-        hidden_size=config.hidden_size,
-        num_hidden_layers=config.num_hidden_layers,
-        num_attention_heads=config.num_attention_heads,
-        intermediate_size=config.intermediate_size,
-        hidden_act=config.hidden_act,
-        hidden_dropout_prob=config.hidden_dropout_prob,
-        attention_probs_dropout_prob=config.attention_probs_dropout_prob,
-        max_position_embeddings=config.max_position_embeddings,
-        type_vocab_size=config.type_vocab_size,
-        initializer_range=config.initializer_range,
-        layer_norm_eps=config.layer_norm_eps,
-        attn_implementation=attn_implementation,
-    )
+    from trainer.hf_weights import hf_config_from_bert_config
+
+    return transformers.BertConfig(**hf_config_from_bert_config(config), attn_implementation=attn_implementation)
 
 
 def torch_train_step(
