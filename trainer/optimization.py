@@ -2,10 +2,13 @@
 
 As in google-research/bert: linear warmup from 0 to the peak, then linear decay to the end
 rate at ``train_steps``; decoupled weight decay that skips LayerNorm parameters and biases;
-global-norm gradient clipping.
+global-norm gradient clipping. LAMB as in You et al. 2019 (``LayerwiseLamb``): the weight decay
+inside the layer-wise trust ratio, and no trust ratio for LayerNorm parameters and biases.
 """
 
 from __future__ import annotations
+
+import re
 
 import keras
 from keras import ops
@@ -53,6 +56,106 @@ def no_decay_variables(model) -> list:
         for name, v in model.named_variables().items()
         if name.endswith(("/gamma", "/beta", "/bias", "/output_bias"))
     ]
+
+
+@keras.saving.register_keras_serializable(package="trainer")
+class LayerwiseLamb(keras.optimizers.Optimizer):
+    """LAMB (You et al. 2019, "Large Batch Optimization for Deep Learning"), per variable ``w``::
+
+        m = b1 * m + (1 - b1) * g;  v = b2 * v + (1 - b2) * g**2
+        r = (m / (1 - b1**t)) / (sqrt(v / (1 - b2**t)) + epsilon) + weight_decay * w
+        ratio = ||w|| / ||r|| if both norms are > 0 else 1
+        w -= lr * ratio * r
+
+    The weight decay is part of ``r``, so it goes through the trust ratio (Keras' ``Lamb``
+    instead decays ``w`` by ``lr * weight_decay * w`` beside the update and has no way to skip
+    the ratio). Variables passed to ``exclude_from_weight_decay`` get no decay term, and those
+    passed to ``exclude_from_layer_adaptation`` get ``ratio = 1`` (an Adam step); the BERT recipe
+    excludes LayerNorm parameters and biases from both.
+
+    Slots: one ``momentum`` and one ``velocity`` per variable, in ``variables`` (in the order of
+    Keras' ``Lamb``), float32 like the variables under ``mixed_bfloat16``. Only ``keras.ops``:
+    runs on TensorFlow (``tf.distribute``) and JAX (``stateless_apply``).
+    """
+
+    def __init__(
+        self,
+        learning_rate=0.001,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-6,
+        weight_decay=None,
+        name="lamb",
+        **kwargs,
+    ):
+        # ``weight_decay`` is kept by the base class (config, ``exclude_from_weight_decay``), but
+        # its decoupled decay is switched off in ``_apply_weight_decay``: it is applied here.
+        super().__init__(learning_rate=learning_rate, weight_decay=weight_decay, name=name, **kwargs)
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self._exclude_from_layer_adaptation = set()
+        self._exclude_from_layer_adaptation_pattern = None
+
+    def exclude_from_layer_adaptation(self, var_list=None, var_names=None):
+        """Variables updated without the trust ratio (``ratio = 1``); call before ``build``.
+
+        Args:
+            var_list: the variables to exclude.
+            var_names: substrings (regular expressions) of the names of variables to exclude.
+        """
+        if self.built:
+            raise ValueError("exclude_from_layer_adaptation() must be called before the optimizer is built")
+        self._exclude_from_layer_adaptation = {self._var_key(v) for v in var_list or ()}
+        self._exclude_from_layer_adaptation_pattern = (
+            re.compile("|".join(sorted(set(var_names)))) if var_names else None
+        )
+
+    def _use_layer_adaptation(self, variable) -> bool:
+        if self._var_key(variable) in self._exclude_from_layer_adaptation:
+            return False
+        pattern = self._exclude_from_layer_adaptation_pattern
+        return pattern is None or pattern.search(variable.name) is None
+
+    def _apply_weight_decay(self, variables):
+        """No decoupled decay: the decay term is inside ``update_step``."""
+
+    def build(self, var_list):
+        if self.built:
+            return
+        super().build(var_list)
+        self._momentums, self._velocities = self.add_optimizer_variables(var_list, ["momentum", "velocity"])
+
+    def update_step(self, gradient, variable, learning_rate):
+        dtype = variable.dtype
+        gradient = ops.cast(_dense([gradient])[0], dtype)
+        lr = ops.cast(learning_rate, dtype)
+        step = ops.cast(self.iterations + 1, dtype)
+        beta_1 = ops.cast(self.beta_1, dtype)
+        beta_2 = ops.cast(self.beta_2, dtype)
+        index = self._get_variable_index(variable)
+        m = self._momentums[index]
+        v = self._velocities[index]
+
+        self.assign(m, beta_1 * m + (1.0 - beta_1) * gradient)
+        self.assign(v, beta_2 * v + (1.0 - beta_2) * ops.square(gradient))
+        m_hat = m / (1.0 - ops.power(beta_1, step))
+        v_hat = v / (1.0 - ops.power(beta_2, step))
+        update = m_hat / (ops.sqrt(v_hat) + ops.cast(self.epsilon, dtype))
+        if self.weight_decay and self._use_weight_decay(variable):
+            update = update + ops.cast(self.weight_decay, dtype) * variable
+        if self._use_layer_adaptation(variable):
+            w_norm = ops.sqrt(ops.sum(ops.square(variable)))
+            r_norm = ops.sqrt(ops.sum(ops.square(update)))
+            both = ops.logical_and(w_norm > 0, r_norm > 0)
+            ratio = ops.where(both, w_norm / ops.where(both, r_norm, 1.0), 1.0)
+            update = ratio * update
+        self.assign_sub(variable, lr * update)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon})
+        return config
 
 
 def _tf_replicas_in_sync() -> int:
@@ -114,7 +217,9 @@ def _clip_after_replica_sum(base: type) -> type:
 
 
 AdamW = _clip_after_replica_sum(keras.optimizers.AdamW)
-Lamb = _clip_after_replica_sum(keras.optimizers.Lamb)
+Lamb = keras.saving.register_keras_serializable(package="trainer", name="Lamb")(
+    _clip_after_replica_sum(LayerwiseLamb)
+)
 
 
 def make_schedule(config: TrainConfig) -> WarmupLinearDecay:
@@ -141,7 +246,9 @@ def create_optimizer(config: TrainConfig, model) -> keras.optimizers.Optimizer:
         # Keras AdamW applies decay decoupled from the Adam update: v -= lr * wd * v.
         optimizer = AdamW(**common, name="adamw")
     else:
+        # Weight decay inside the trust ratio; LayerNorm and biases without the trust ratio.
         optimizer = Lamb(**common, name="lamb")
+        optimizer.exclude_from_layer_adaptation(var_list=no_decay_variables(model))
     if config.weight_decay:
         optimizer.exclude_from_weight_decay(var_list=no_decay_variables(model))
     return optimizer
