@@ -236,9 +236,12 @@ def torch_train_step(
     return step, to_device, model
 
 
-# name -> (worker kind, overrides). Overrides ending in "dropout_prob" change the model config.
+# name -> (worker kind, overrides). Overrides ending in "dropout_prob" change the model config;
+# "attention_impl" and "dropout_rng" are the trainer's kernel options (trainer/kernels.py).
 RUNS = {
     "keras_jax": ("keras_jax", {}),
+    "keras_jax_xla": ("keras_jax", {"attention_impl": "xla"}),
+    "keras_jax_rbg": ("keras_jax", {"dropout_rng": "rbg"}),
     "keras_jax_noattndrop": ("keras_jax", {"attention_probs_dropout_prob": 0.0}),
     "keras_tf": ("keras_tf", {}),
     "torch_gathered": ("torch", {"mlm": "gathered"}),
@@ -353,14 +356,17 @@ def _keras_setup(spec: BenchSpec, overrides: dict):
     import keras
 
     from trainer.bert_model import BertPretrainingModel
-    from trainer.config import TrainConfig
+    from trainer.config import KernelOptions, TrainConfig
     from trainer.optimization import create_optimizer
 
     policy = "mixed_bfloat16" if spec.precision == "bf16" else "float32"
     keras.mixed_precision.set_global_policy(policy)
     keras.utils.set_random_seed(spec.seed)
     config = _config(spec, overrides)
-    model = BertPretrainingModel(config)
+    options = KernelOptions(
+        attention=overrides.get("attention_impl", "auto"), dropout_rng=overrides.get("dropout_rng", "keras")
+    )
+    model = BertPretrainingModel(config, options)
     # The trainer's optimizer: AdamW (no decay on LayerNorm and biases), global-norm clip 1.0;
     # no warmup, so that the learning rate is ~1e-4 from the start, as on the PyTorch side.
     train_config = TrainConfig(
@@ -406,6 +412,7 @@ def run_keras_jax(spec: BenchSpec, overrides: dict) -> dict:
     device = jax.devices()[0]
     extra = {
         "framework": "keras_jax",
+        "kernel_options": dataclasses.asdict(model.kernel_options),
         "loss": float(timing["last"]),
         "device_name": device.device_kind if spec.device == "gpu" else "cpu",
         "versions": {"jax": jax.__version__, "keras": keras.__version__},

@@ -24,7 +24,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from trainer import losses
+from trainer import kernels, losses
 from trainer.config import BertConfig
 from trainer.layers import BertEmbeddings, MaskedLMHead, TransformerLayer
 from trainer.variables import to_numpy
@@ -39,17 +39,23 @@ class BertPretrainingModel(keras.Model):
     The variables exist as soon as the model is constructed (no dummy call needed), so
     ``set_named_weights`` works at once, and under a distribution strategy's scope.
 
+    ``kernel_options`` (``trainer.kernels``) choose the attention and dropout implementations
+    on the JAX backend; they change speed and memory, not the function computed.
+
     ``compute_loss`` is the pretraining loss (MLM + NSP, or MLM only when
     ``config.use_nsp`` is false), so ``compile`` needs only an optimizer and ``fit`` takes
     ``(features, labels)`` with the ``LABEL_NAMES`` keys.
     """
 
-    def __init__(self, config: BertConfig, **kwargs):
+    def __init__(self, config: BertConfig, kernel_options: kernels.KernelOptions | None = None, **kwargs):
         super().__init__(**kwargs)
         self.config = config
-        self.embeddings = BertEmbeddings(config, name="embeddings")
+        self.kernel_options = kernel_options or kernels.KernelOptions()
+        self.kernel_options.check_backend()
+        self.embeddings = BertEmbeddings(config, self.kernel_options, name="embeddings")
         self.encoder_layers = [
-            TransformerLayer(config, name=f"encoder_layer_{i}") for i in range(config.num_hidden_layers)
+            TransformerLayer(config, self.kernel_options, name=f"encoder_layer_{i}")
+            for i in range(config.num_hidden_layers)
         ]
         self.pooler = keras.layers.Dense(
             config.hidden_size,

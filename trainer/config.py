@@ -21,6 +21,8 @@ HIDDEN_ACTS = ("gelu", "gelu_new")
 OPTIMIZERS = ("adamw", "lamb")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 DATA_RESUME_MODES = ("reshuffle", "skip")
+ATTENTION_IMPLS = ("auto", "xla", "cudnn")
+DROPOUT_RNGS = ("keras", "rbg")
 
 
 def _check(condition: bool, message: str) -> None:
@@ -270,3 +272,37 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelOptions:
+    """How attention and dropout masks are computed (``trainer.kernels``); not part of the model.
+
+    Attributes:
+        attention: ``"auto"``, ``"xla"`` or ``"cudnn"`` (``--attention_impl``).
+        dropout_rng: ``"keras"`` or ``"rbg"`` (``--dropout_rng``).
+    """
+
+    attention: str = "auto"
+    dropout_rng: str = "keras"
+
+    def __post_init__(self):
+        _check(
+            self.attention in ATTENTION_IMPLS,
+            f"--attention_impl must be one of {ATTENTION_IMPLS}, got {self.attention!r}",
+        )
+        _check(
+            self.dropout_rng in DROPOUT_RNGS,
+            f"--dropout_rng must be one of {DROPOUT_RNGS}, got {self.dropout_rng!r}",
+        )
+
+    def check_backend(self, backend: str | None = None) -> None:
+        """Refuses a choice the Keras backend cannot honour (``cudnn`` and ``rbg`` need JAX)."""
+        if backend is None:
+            import keras
+
+            backend = keras.backend.backend()
+        if backend == "jax":
+            return
+        _check(self.attention != "cudnn", f"--attention_impl cudnn needs KERAS_BACKEND=jax, not {backend}")
+        _check(self.dropout_rng != "rbg", f"--dropout_rng rbg needs KERAS_BACKEND=jax, not {backend}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from trainer import kernels
 from trainer.config import BertConfig
 
 
@@ -44,9 +45,10 @@ def _norm_vars(prefix: str, layer: keras.layers.LayerNormalization) -> list:
 class BertEmbeddings(keras.layers.Layer):
     """Word + learned position + token type embeddings, then LayerNorm and dropout."""
 
-    def __init__(self, config: BertConfig, **kwargs):
+    def __init__(self, config: BertConfig, kernel_options: kernels.KernelOptions | None = None, **kwargs):
         super().__init__(**kwargs)
         self.config = config
+        options = kernel_options or kernels.KernelOptions()
         init = _initializer(config)
         self.word_embeddings = keras.layers.Embedding(
             config.vocab_size, config.hidden_size, embeddings_initializer=init, name="word_embeddings"
@@ -64,7 +66,7 @@ class BertEmbeddings(keras.layers.Layer):
             name="token_type_embeddings",
         )
         self.layer_norm = _layer_norm(config, "layer_norm")
-        self.dropout = keras.layers.Dropout(config.hidden_dropout_prob)
+        self.dropout = kernels.Dropout(config.hidden_dropout_prob, options)
 
     def build(self, input_shape=None):
         for layer in (self.word_embeddings, self.position_embeddings, self.token_type_embeddings):
@@ -91,11 +93,16 @@ class BertEmbeddings(keras.layers.Layer):
 
 
 class TransformerLayer(keras.layers.Layer):
-    """One post-LN BERT layer: self-attention, add & norm, GELU feed-forward, add & norm."""
+    """One post-LN BERT layer: self-attention, add & norm, GELU feed-forward, add & norm.
 
-    def __init__(self, config: BertConfig, **kwargs):
+    ``kernel_options`` choose how attention and dropout masks are computed (``trainer.kernels``);
+    every choice computes the same function of the weights.
+    """
+
+    def __init__(self, config: BertConfig, kernel_options: kernels.KernelOptions | None = None, **kwargs):
         super().__init__(**kwargs)
         self.config = config
+        self.kernel_options = kernel_options or kernels.KernelOptions()
         h = config.hidden_size
         self.query = _dense(config, h, "query")
         self.key = _dense(config, h, "key")
@@ -105,8 +112,8 @@ class TransformerLayer(keras.layers.Layer):
         self.intermediate = _dense(config, config.intermediate_size, "intermediate")
         self.output_dense = _dense(config, h, "output")
         self.output_layer_norm = _layer_norm(config, "output_layer_norm")
-        self.attention_dropout = keras.layers.Dropout(config.attention_probs_dropout_prob)
-        self.hidden_dropout = keras.layers.Dropout(config.hidden_dropout_prob)
+        self.attention_dropout = kernels.Dropout(config.attention_probs_dropout_prob, self.kernel_options)
+        self.hidden_dropout = kernels.Dropout(config.hidden_dropout_prob, self.kernel_options)
 
     def build(self, input_shape=None):
         h, i = self.config.hidden_size, self.config.intermediate_size
@@ -125,7 +132,22 @@ class TransformerLayer(keras.layers.Layer):
         q = ops.reshape(self.query(x), heads_shape)  # [B, L, N, D]
         k = ops.reshape(self.key(x), heads_shape)
         v = ops.reshape(self.value(x), heads_shape)
-        if training and cfg.attention_probs_dropout_prob > 0:
+        rate = cfg.attention_probs_dropout_prob if training else 0.0
+        # A full [B, 1, L, L] mask: cuDNN fused attention (JAX on GPU, bf16) turns the mask into
+        # a bias that must span both sequence axes; a [B, 1, 1, L] one makes JAX fall back to
+        # XLA attention. Same values either way, so CPU numerics do not change.
+        full_mask = ops.broadcast_to(mask, (batch, 1, seq_len, seq_len))
+        context = kernels.attention_or_none(
+            self.kernel_options,
+            q,
+            k,
+            v,
+            full_mask,
+            scale=cfg.head_size**-0.5,
+            dropout_rate=rate,
+            seed=self.attention_dropout.static_seed,
+        )
+        if context is None and rate > 0:
             # Dropout on the probabilities needs them materialised.
             scores = ops.einsum("btnd,bsnd->bnts", q, k) * ops.cast(cfg.head_size**-0.5, q.dtype)
             scores = ops.cast(scores, "float32")
@@ -133,12 +155,8 @@ class TransformerLayer(keras.layers.Layer):
             probs = ops.cast(ops.softmax(scores, axis=-1), q.dtype)  # [B, N, L, L]
             probs = self.attention_dropout(probs, training=training)
             context = ops.einsum("bnts,bsnd->btnd", probs, v)
-        else:
-            # A full [B, 1, L, L] mask: cuDNN fused attention (JAX on GPU, bf16) turns the mask into
-            # a bias that must span both sequence axes; a [B, 1, 1, L] one makes JAX fall back to
-            # XLA attention. Same values either way, so CPU numerics do not change.
-            mask = ops.broadcast_to(mask, (batch, 1, seq_len, seq_len))
-            context = ops.dot_product_attention(q, k, v, mask=mask)  # [B, L, N, D]
+        elif context is None:
+            context = ops.dot_product_attention(q, k, v, mask=full_mask)  # [B, L, N, D]
         return ops.reshape(context, (batch, seq_len, cfg.hidden_size))
 
     def call(self, x, mask, training=False):

@@ -33,7 +33,17 @@ import time
 from collections.abc import Sequence
 
 from trainer import fileio
-from trainer.config import DATA_RESUME_MODES, OPTIMIZERS, PRECISIONS, PRESETS, BertConfig, TrainConfig
+from trainer.config import (
+    ATTENTION_IMPLS,
+    DATA_RESUME_MODES,
+    DROPOUT_RNGS,
+    OPTIMIZERS,
+    PRECISIONS,
+    PRESETS,
+    BertConfig,
+    KernelOptions,
+    TrainConfig,
+)
 from trainer.distribute import STRATEGIES
 
 logger = logging.getLogger("trainer")
@@ -113,6 +123,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="Keras dtype policy; auto: mixed_bfloat16 on TPU, float32 elsewhere",
     )
     g.add_argument("--jit_compile", action=argparse.BooleanOptionalAction, default=d.jit_compile)
+    g.add_argument(
+        "--attention_impl",
+        choices=ATTENTION_IMPLS,
+        default="auto",
+        help="JAX backend: cudnn = fused attention with dropout inside (GPU, bf16/fp16); "
+        "auto: cudnn where it applies, else xla (docs/trainer.md)",
+    )
+    g.add_argument(
+        "--dropout_rng",
+        choices=DROPOUT_RNGS,
+        default="keras",
+        help="JAX backend: rbg draws dropout masks with XLA's RngBitGenerator (one accelerator)",
+    )
     g.add_argument("--steps_per_execution", type=int, default=d.steps_per_execution)
     g.add_argument("--checkpoint_every", type=int, default=d.checkpoint_every)
     g.add_argument("--keep_checkpoints", type=int, default=d.keep_checkpoints)
@@ -236,6 +259,8 @@ def run(args: argparse.Namespace) -> dict:
     from trainer.distribute import create_runtime
 
     train_config = train_config_from_args(args)
+    kernel_options = KernelOptions(attention=args.attention_impl, dropout_rng=args.dropout_rng)
+    kernel_options.check_backend()
     spec = data_spec_from_args(args)
     config, init_weights = bert_config_from_args(args, spec)
     if spec is not None:
@@ -272,7 +297,7 @@ def run(args: argparse.Namespace) -> dict:
     from trainer.optimization import create_optimizer
 
     with runtime.scope():
-        model = BertPretrainingModel(config)
+        model = BertPretrainingModel(config, kernel_options)
         if init_weights is not None:
             model.set_named_weights(init_weights)
         optimizer = create_optimizer(train_config, model)

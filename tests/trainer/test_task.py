@@ -105,6 +105,8 @@ def test_tiny_model_trains_and_exports(data_dir, tmp_path, caplog):
         ),
         ([], {"max_seq_length": 40}, "input_ids has length 32 but max_seq_length=40"),
         ([], {"format_version": 9}, "format_version 9 is not one this trainer reads"),
+        (["--attention_impl", "cudnn"], None, "--attention_impl cudnn needs KERAS_BACKEND=jax, not tensorflow"),
+        (["--dropout_rng", "rbg"], None, "--dropout_rng rbg needs KERAS_BACKEND=jax, not tensorflow"),
     ],
 )
 def test_mismatched_data_is_refused_before_training(tmp_path, caplog, extra, metadata, message):
