@@ -33,6 +33,8 @@ class Runtime:
         jit_compile: whether the train step may be XLA-compiled here.
         description: one line for the log.
         platform: ``"tpu"``, ``"gpu"`` or ``"cpu"``.
+        bf16: whether the devices compute in bfloat16 natively (TPUs, NVIDIA GPUs of compute
+            capability 8.0 or later): ``--precision auto`` then means ``mixed_bfloat16``.
     """
 
     backend: str
@@ -43,9 +45,22 @@ class Runtime:
     jit_compile: bool
     description: str
     platform: str = "cpu"
+    bf16: bool = False
 
     def scope(self):
         return self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
+
+
+def gpu_has_bf16(compute_capability) -> bool:
+    """True for NVIDIA compute capability 8.0 (Ampere) or later; ``"9.0"``, ``(8, 6)`` or None."""
+    if not compute_capability:
+        return False
+    if isinstance(compute_capability, str):
+        compute_capability = compute_capability.split(".")
+    try:
+        return int(compute_capability[0]) >= 8
+    except (TypeError, ValueError, IndexError):
+        return False
 
 
 def prepare_environment(backend: str, cpu_replicas: int) -> None:
@@ -94,13 +109,16 @@ def _tf_runtime(strategy: str, tpu: str | None, cpu_replicas: int, jit_compile: 
             jit_compile,
             f"TPUStrategy ({tpu or 'local'})",
             "tpu",
+            bf16=True,
         )
     if strategy == "gpu":
         if not gpus:
             raise ValueError("--strategy gpu: TensorFlow sees no GPU")
         s = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
         n = len(gpus)
-        return Runtime("tensorflow", s, n, 1, 0, jit_compile, f"{n} GPU(s)", "gpu")
+        details = tf.config.experimental.get_device_details(gpus[0])
+        bf16 = gpu_has_bf16(details.get("compute_capability"))
+        return Runtime("tensorflow", s, n, 1, 0, jit_compile, f"{n} GPU(s)", "gpu", bf16=bf16)
     tf.config.set_visible_devices([], "GPU")
     if cpu_replicas > 1:
         cpu = tf.config.list_physical_devices("CPU")[0]
@@ -150,4 +168,6 @@ def _jax_runtime(strategy: str, cpu_replicas: int, jit_compile: bool) -> Runtime
         True,  # JAX always compiles the step
         f"JAX {platform} x{len(devices)} over {jax.process_count()} host(s)",
         platform,
+        bf16=platform == "tpu"
+        or (platform == "gpu" and gpu_has_bf16(getattr(devices[0], "compute_capability", None))),
     )

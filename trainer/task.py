@@ -120,7 +120,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--precision",
         choices=("auto", *PRECISIONS),
         default="auto",
-        help="Keras dtype policy; auto: mixed_bfloat16 on TPU, float32 elsewhere",
+        help="Keras dtype policy; auto: mixed_bfloat16 on TPUs and GPUs with bf16 (compute capability "
+        ">= 8.0), float32 elsewhere",
     )
     g.add_argument("--jit_compile", action=argparse.BooleanOptionalAction, default=d.jit_compile)
     g.add_argument(
@@ -273,7 +274,7 @@ def run(args: argparse.Namespace) -> dict:
         cpu_replicas=args.cpu_replicas,
         jit_compile=train_config.jit_compile,
     )
-    if args.precision == "auto" and runtime.platform == "tpu":
+    if args.precision == "auto" and runtime.bf16:
         train_config = dataclasses.replace(train_config, precision="mixed_bfloat16")
     if runtime_is_chief():
         check_model_dir(args.model_dir, config, train_config)
