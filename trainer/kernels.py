@@ -97,14 +97,16 @@ def use_cudnn_attention(options: KernelOptions, dtype) -> bool:
 def attention_or_none(options: KernelOptions, q, k, v, mask, *, scale: float, dropout_rate: float, seed: int):
     """``cudnn_attention`` when ``options`` choose it; None when the caller must use XLA.
 
-    With ``attention="auto"`` a refusal from JAX (unsupported shape, dtype, GPU or no cuDNN)
-    is logged once and answered with None; with ``"cudnn"`` it propagates.
+    With ``attention="auto"`` a refusal from JAX (unsupported shape, dtype, GPU, no cuDNN, or
+    another signature in another JAX version) is logged once and answered with None; with
+    ``"cudnn"`` it propagates.
     """
     if not use_cudnn_attention(options, q.dtype):
         return None
     try:
         return cudnn_attention(q, k, v, mask, scale=scale, dropout_rate=dropout_rate, seed=seed)
-    except (NotImplementedError, RuntimeError, ValueError, ImportError) as e:
+    # TypeError and AttributeError too: the cuDNN entry point is JAX-internal and may change.
+    except (NotImplementedError, RuntimeError, ValueError, ImportError, TypeError, AttributeError) as e:
         if options.attention == "cudnn":
             raise
         _warn_once(f"cuDNN fused attention not available ({e}); attention runs in XLA")
