@@ -30,7 +30,8 @@ def train(strategy, initial: dict, optimizer: str, steps: int) -> tuple[dict, fl
         if optimizer == "sgd":
             opt = keras.optimizers.SGD(1.0)
         else:
-            opt = create_optimizer(TrainConfig(learning_rate=1e-3, warmup_steps=0, train_steps=100), model)
+            config = TrainConfig(optimizer=optimizer, learning_rate=1e-3, warmup_steps=0, train_steps=100)
+            opt = create_optimizer(config, model)
         model.compile(optimizer=opt, jit_compile=False)
     ds = tf.data.Dataset.from_tensors((features, labels)).repeat()
     history = model.fit(ds, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False)
@@ -42,7 +43,7 @@ def main() -> None:
     initial = BertPretrainingModel(CONFIG).get_named_weights()
     mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     result = {"replicas": mirrored.num_replicas_in_sync}
-    for optimizer, steps in (("sgd", 1), ("adamw", 2)):
+    for optimizer, steps in (("sgd", 1), ("adamw", 2), ("lamb", 2)):
         one, loss_one = train(tf.distribute.get_strategy(), initial, optimizer, steps)
         two, loss_two = train(mirrored, initial, optimizer, steps)
         result[optimizer] = {

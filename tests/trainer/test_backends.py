@@ -33,7 +33,7 @@ def test_two_tf_replicas_give_the_update_of_one():
     )
     result = _result(proc)
     assert result["replicas"] == 2
-    for optimizer in ("sgd", "adamw"):
+    for optimizer in ("sgd", "adamw", "lamb"):
         r = result[optimizer]
         assert r["max_update"] > 1e-3, optimizer  # the step moved the weights
         assert r["max_diff"] < 1e-6, (optimizer, r)  # float32 summation order only
