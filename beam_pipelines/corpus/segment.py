@@ -23,6 +23,22 @@ A run of terminators (``?!``, ``।।``) ends one sentence, and closing quotes 
 right after a terminator (``।"``, ``?)``, ``.’``) stay with the sentence they close. A
 piece without any letter or digit (``।।`` before a verse number) joins the next sentence,
 or the previous one at the end of the line.
+
+Menus are not sentences: a run of at least three consecutive menu items stays together as
+one piece (``होम | देश | विदेश | खेल``: a site's navigation bar or footer, a tag list, a
+table row such as ``SKU: PRD1 | Brand: X | Warranty: 1 Year``). A menu item is a piece of
+one to four words (a word has a letter or a digit) with no comma before a space, no
+ergative ``ने`` (``सीता ने``, ``उसने``), and a last word that does not end a clause: not a
+sentence-final word above (the imperative ``करें`` of ``संपर्क करें`` aside), not another
+common finite verb form (``हुआ``, ``खाया``, ``होता``...), ``नहीं``, ``मत`` or a future form
+(``करेगा``, ``होंगे``). Every item of the run but the last ends with a menu separator: a
+``|`` standing alone with whitespace (or the line start) before it and whitespace (or the
+line end) after it; the last item ends with a lone ``|`` of any spacing or at the line end
+without a terminator. The piece keeps the run's last ``|``, if any. Only ``|`` separates
+menu items: ``।`` is the danda proper, and a ``|`` typed against a word (``है|``, ``|मोदी``)
+is how the danda, not a menu separator, is usually typed. Two items (``लॉग इन करें |
+रजिस्टर करें``) are split as before. Breadcrumbs (``होम » देश » खेल``) have no terminator
+and are never split.
 """
 
 from __future__ import annotations
@@ -60,6 +76,23 @@ _FINAL_WORDS = frozenset({
     "गया", "गयी", "गई", "गए", "गये", "दिया", "दी", "दिए", "दिये", "किया", "किए", "किये", "सके", "सकता",
     "सकती", "सकते", "जाए", "जाये", "जाएं", "जाएँ", "करें", "करेंगे", "लिया", "लिए", "धन्यवाद", "नमस्कार",
 })
+# Words that make a short piece a clause, not a menu item (see ``_is_menu_item``). Last
+# words: the sentence-final words above, except the imperative ``करें`` that ends menu items
+# (``संपर्क करें``, ``लॉग इन करें``), and more finite verb forms.
+_CLAUSE_FINAL_WORDS = (_FINAL_WORDS - {"करें"}) | frozenset({
+    "नहीं", "मत", "हुआ", "हुई", "हुए", "हुईं", "गईं", "गयीं", "आया", "आई", "आयी", "आए", "आये", "लगा", "लगी",
+    "लगे", "चुका", "चुकी", "चुके", "सका", "सकी", "पाया", "कहा", "बोला", "बोली", "बोले", "देखा", "सुना",
+    "पूछा", "लिखा", "पढ़ा", "खाया", "पिया", "लाया", "बनाया", "बताया", "मिला", "मिली", "रखा", "चला",
+    "चली", "होता", "होती", "होते", "जाता", "जाती", "जाते", "करता", "करती", "करते", "रहीं",
+})
+# Future tense (``करेगा``, ``होंगे``, ``जाएगी``, ``करूँगा``, ``आओगे``) as the last word.
+_FUTURE = re.compile(r".(?:े|ें|ो|ों|ूँ|ूं|ए|एं|एँ|ओ|ऊँ|ऊं)(?:गा|गी|गे|गीं)$")
+# The ergative ``ने`` (``सीता ने``, ``उसने``) anywhere: a transitive clause in the past.
+_ERGATIVE = frozenset({"ने", "मैंने", "हमने", "तूने", "तुमने", "आपने", "उसने", "इसने", "उन्होंने",
+                       "इन्होंने", "जिसने", "जिन्होंने", "किसने", "किन्होंने"})
+MENU_MIN_ITEMS = 3
+MENU_MAX_WORDS = 4
+_WORD_EDGES = "".join(_CLOSERS) + "\"'“‘([{«‹,;:-–—"
 _LATIN_INITIAL = re.compile(r"[A-Za-z]")
 _NUMBER = re.compile(r"[0-9०-९]+")
 _HAS_ALNUM = re.compile(r"[^\W_]")
@@ -117,6 +150,7 @@ def split_line(line: str) -> list[str]:
     """
     n = len(line)
     cuts: list[int] = []
+    pipe_cuts: dict[int, bool] = {}  # cut made by a lone '|' -> whether it is a menu separator
     start = 0
     pos = 0
     while True:
@@ -157,8 +191,49 @@ def split_line(line: str) -> list[str]:
                     continue
         if line[start:end].strip():
             cuts.append(end)
+            if line[i:end] == "|":
+                pipe_cuts[end] = ((i == 0 or line[i - 1].isspace())
+                                  and (end >= n or line[end].isspace()))
         start = end
-    return _pieces(line, cuts)
+    return _pieces(line, _join_menus(line, cuts, pipe_cuts))
+
+
+def _is_menu_item(text: str) -> bool:
+    """True for a piece (its final ``|`` removed) that can be a menu item, not a clause."""
+    words = [w.strip(_WORD_EDGES) for w in text.split() if _HAS_ALNUM.search(w)]
+    if not 1 <= len(words) <= MENU_MAX_WORDS or re.search(r",\s", text):
+        return False
+    if words[-1] in _CLAUSE_FINAL_WORDS or _FUTURE.search(words[-1]):
+        return False
+    return not any(w in _ERGATIVE for w in words)
+
+
+def _join_menus(line: str, cuts: list[int], pipe_cuts: dict[int, bool]) -> list[int]:
+    """Drops the cuts inside every run of menu items (see the module docstring)."""
+    if sum(pipe_cuts.values()) < MENU_MIN_ITEMS - 1:
+        return cuts
+    bounds = [0, *cuts, len(line)]
+    # For each piece: 2 if it is a menu item that ends with a menu separator (the run goes
+    # on), 1 if it can only end a run, 0 if it is no menu item.
+    kinds = []
+    for k in range(len(bounds) - 1):
+        a, b = bounds[k], bounds[k + 1]
+        closed = k < len(cuts)
+        if (closed and b not in pipe_cuts) or not _is_menu_item(line[a:b].strip().removesuffix("|")):
+            kinds.append(0)
+        else:
+            kinds.append(2 if closed and pipe_cuts[b] else 1)
+    dropped: set[int] = set()
+    k = 0
+    while k < len(kinds):
+        m = k
+        while m < len(kinds) and kinds[m] == 2:
+            m += 1
+        last = m if m < len(kinds) and kinds[m] == 1 else m - 1
+        if last - k + 1 >= MENU_MIN_ITEMS:
+            dropped.update(cuts[k:last])
+        k = max(m, k + 1)
+    return [c for c in cuts if c not in dropped] if dropped else cuts
 
 
 def _pieces(line: str, cuts: list[int]) -> list[str]:

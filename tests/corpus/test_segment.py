@@ -6,6 +6,9 @@ import pytest
 
 from beam_pipelines.corpus.segment import split_line, split_sentences
 
+NAV_BAR = ("होम | दबंग चुनावी दंगल | देश | विदेश | राजनीति | मध्य प्रदेश | छत्तीसगढ़ | खेल-खिलाड़ी | कारोबार | "
+           "सिनेमा | धर्म एवं ज्योतिष | जरा हटके | पर्यटन | हेल्थ | केरियर |")
+
 # (file under the shared corpus, 1-based line number, the sentences written by hand)
 REAL_LINES = [
     ("documents/online_hindi_blogs_hi.txt", 2627, [
@@ -59,6 +62,33 @@ REAL_LINES = [
     ("sentences/wmt14_newstest2014_hi.txt", 566, [  # डॉ. is an abbreviation
         "डॉ. आशुतोष कुमार राय और ईशा घोष के सहयोग से प्रशिक्षण का दायित्व पूरा किया जा रहा है।",
     ]),
+    # A news site's navigation bar (the same bar is lines 6, 12 and 17 of the original sample):
+    # one piece, not 15 one-item "sentences".
+    ("oscar/oscar2019_unshuffled_deduplicated_hi_hi_part_1.sample.txt", 6, [NAV_BAR]),
+    ("oscar/oscar2019_unshuffled_original_hi_hi_part_1.sample.txt", 17, [NAV_BAR]),
+    # '|' as a danda between short sentences still splits: unspaced '|' and clause-final words
+    # (धन्यवाद, नमस्कार); items of 5-6 words ending in नहीं; two short items only.
+    ("documents/mann_ki_baat_hi.txt", 10527, [
+        "भीतर के आनंद को सेवा भाव से प्रकट करते हुए चल पड़ें |",
+        "बहुत-बहुत धन्यवाद |",
+        "नमस्कार |",
+    ]),
+    ("sentences/vardial2018_ili_hindi_hi.txt", 3542, [
+        "rt @ndtvindia: सूत्र: लैंड बिल पर pm के कोर ग्रुप की बैठक खत्म |",
+        "सरकार झुकने के मूड में नहीं |",
+        "सर्वदलीय बैठक के आसार नहीं |",
+        "#landacquisitio…",
+    ]),
+    ("documents/devdas_novel_hi.txt", 914, [
+        "'छि: |",
+        "ऐसा न कहो पत्तो |",
+        "विदाई के अंतिम दिनो मे सिर्फ एक निशान बनाये रखने के लिए यह",
+    ]),
+    ("sentences/vardial2018_ili_hindi_hi.txt", 3378, [
+        "बेन करना ही है तो सबसे पहले बैंगन बेन करो |",
+        "घर वालो ने साला हैरान कर दिया है |",
+        "#beefban",
+    ]),
     ("sentences/tico19_test_hi.txt", 219, [  # 'प्रकार I' is a Roman numeral, not a danda
         "विभिन्न मार्गों द्वारा, वायरस प्रदाह कारकों की अभिव्यक्ति, डेंड्रिटिक कोशिकाओं की परिपक्वता और प्रकार I "
         "इंटरफेरॉन (IFNs) का संश्लेषण प्रेरित करता है जो वायरस के प्रसार को सीमित करता है और वायरल प्रतिजनों के "
@@ -107,6 +137,55 @@ EDGE_CASES = [
 @pytest.mark.parametrize("name,line,expected", EDGE_CASES, ids=[c[0] for c in EDGE_CASES])
 def test_edge_cases(name, line, expected):
     assert split_line(line) == expected
+
+
+# Menus: a run of at least 3 items of at most 4 words, separated by spaced '|', with no clause
+# (see the module docstring), is one piece.
+MENU_CASES = [
+    ("bar_at_line_end", "होम | देश | विदेश | खेल | मनोरंजन", ["होम | देश | विदेश | खेल | मनोरंजन"]),
+    ("bar_closing_pipe", "होम | देश | विदेश |", ["होम | देश | विदेश |"]),
+    ("bar_closing_unspaced_pipe", "होम | देश | विदेश|", ["होम | देश | विदेश|"]),
+    ("bar_leading_pipe", "| होम | देश | विदेश |", ["| होम | देश | विदेश |"]),
+    # the header planted in the bundled sample (scripts/make_sample_corpus.py): करें ends menu items
+    ("bar_imperative_item", "मुख्य पृष्ठ | समाचार | खेल | मनोरंजन | संपर्क करें",
+     ["मुख्य पृष्ठ | समाचार | खेल | मनोरंजन | संपर्क करें"]),
+    ("bar_four_word_item", "हमारे बारे में जानें | गोपनीयता नीति | नियम और शर्तें",
+     ["हमारे बारे में जानें | गोपनीयता नीति | नियम और शर्तें"]),
+    ("table_row", "SKU: PRD18530 | Brand: Example Electronics | Warranty: 1 Year Manufacturer",
+     ["SKU: PRD18530 | Brand: Example Electronics | Warranty: 1 Year Manufacturer"]),
+    ("two_items_split", "लॉग इन करें | रजिस्टर करें", ["लॉग इन करें |", "रजिस्टर करें"]),
+    ("bar_then_sentence", "होम | देश | विदेश | आज दिल्ली में भारी बारिश हुई |",
+     ["होम | देश | विदेश |", "आज दिल्ली में भारी बारिश हुई |"]),
+    ("bar_then_short_sentence", "होम | देश | विदेश | बारिश हुई |", ["होम | देश | विदेश |", "बारिश हुई |"]),
+    ("bar_then_sentence_without_pipe", "होम | देश | विदेश | खेल | मनोरंजन आज दिल्ली में बारिश हुई।",
+     ["होम | देश | विदेश | खेल |", "मनोरंजन आज दिल्ली में बारिश हुई।"]),
+    ("sentence_then_bar", "यह खबर पुरानी है | होम | देश | विदेश", ["यह खबर पुरानी है |", "होम | देश | विदेश"]),
+    ("danda_sentence_then_bar", "यह खबर पुरानी है। होम | देश | विदेश", ["यह खबर पुरानी है।", "होम | देश | विदेश"]),
+    ("two_bars_around_sentence", "होम | देश | विदेश | यह खबर बहुत पुरानी हो चुकी है | खेल | फिल्म | टीवी",
+     ["होम | देश | विदेश |", "यह खबर बहुत पुरानी हो चुकी है |", "खेल | फिल्म | टीवी"]),
+    ("short_sentences_final_verb", "वह घर गया | उसने खाना खाया | फिर सो गया |",
+     ["वह घर गया |", "उसने खाना खाया |", "फिर सो गया |"]),
+    ("short_sentences_ergative", "सीता ने खाना खाया | मोहन ने पानी पिया | गीता ने गाना गाया |",
+     ["सीता ने खाना खाया |", "मोहन ने पानी पिया |", "गीता ने गाना गाया |"]),
+    ("short_sentences_future", "वह कल आएगा | हम भी चलेंगे | सब मिलेंगे |",
+     ["वह कल आएगा |", "हम भी चलेंगे |", "सब मिलेंगे |"]),
+    ("short_sentences_negation", "समय नहीं | पैसा नहीं | कुछ नहीं |", ["समय नहीं |", "पैसा नहीं |", "कुछ नहीं |"]),
+    ("short_sentences_comma", "हाँ, ठीक | नहीं, रुको | अच्छा, चलो |", ["हाँ, ठीक |", "नहीं, रुको |", "अच्छा, चलो |"]),
+    ("five_word_item_breaks_run", "नई दिल्ली भारत की राजधानी | मुंबई आर्थिक राजधानी | कोलकाता पूर्व का शहर",
+     ["नई दिल्ली भारत की राजधानी |", "मुंबई आर्थिक राजधानी |", "कोलकाता पूर्व का शहर"]),
+    ("unspaced_pipes_split", "होम|देश|विदेश", ["होम|", "देश|", "विदेश"]),
+    ("dialogue_turns_split", "लता जी : जी |मोदी जी : हाँ |लता जी : प्रणाम |",
+     ["लता जी : जी |", "मोदी जी : हाँ |", "लता जी : प्रणाम |"]),
+    ("devanagari_danda_split", "होम । देश । विदेश", ["होम ।", "देश ।", "विदेश"]),
+    ("double_pipe_split", "राम || श्याम || सीता", ["राम ||", "श्याम ||", "सीता"]),
+    ("breadcrumb_whole", "होम » देश » मध्य प्रदेश » भोपाल", ["होम » देश » मध्य प्रदेश » भोपाल"]),
+]
+
+
+@pytest.mark.parametrize("name,line,expected", MENU_CASES, ids=[c[0] for c in MENU_CASES])
+def test_menus(name, line, expected):
+    assert split_line(line) == expected
+    assert "".join(expected).replace(" ", "") == line.replace(" ", "")  # nothing lost or moved
 
 
 def test_sentences_cover_the_line():
