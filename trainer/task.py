@@ -98,6 +98,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     g.add_argument(
         "--init_from_hf", metavar="DIR", help="start from a Hugging Face BERT folder (local or gs://)"
     )
+    g.add_argument(
+        "--init_from_export",
+        metavar="DIR",
+        help="start from a trainer export (MODEL_DIR/export of an earlier run, local or gs://), "
+        "e.g. a second phase on longer sequences",
+    )
     g = p.add_argument_group("training")
     g.add_argument(
         "--model_dir", required=True, help="checkpoints, TensorBoard logs and export/ (local or gs://)"
@@ -204,32 +210,54 @@ def data_spec_from_args(args: argparse.Namespace):
 
 
 def bert_config_from_args(args: argparse.Namespace, spec) -> tuple[BertConfig, dict | None]:
-    """The model config (and imported weights with ``--init_from_hf``)."""
+    """The model config (and imported weights with ``--init_from_hf`` or ``--init_from_export``)."""
     overrides = {
         field: getattr(args, flag)
         for flag, field in _MODEL_OVERRIDES.items()
         if getattr(args, flag) is not None
     }
     use_nsp = spec.nsp if spec is not None else not args.mlm_only
+    if args.init_from_hf and args.init_from_export:
+        raise ValueError("give --init_from_hf or --init_from_export, not both")
+    source = args.init_from_hf or args.init_from_export
+    if not source:
+        vocab_size = (spec.vocab_size if spec is not None else None) or args.vocab_size
+        if vocab_size is None:
+            raise ValueError("the vocabulary size is unknown: give --vocab_size (or a metadata.json)")
+        return BertConfig.from_preset(
+            args.model_size, vocab_size=vocab_size, use_nsp=use_nsp, **overrides
+        ), None
+    flag = "--init_from_hf" if args.init_from_hf else "--init_from_export"
+    if overrides:
+        raise ValueError(f"{flag} takes the model size from {source}; drop {sorted(overrides)}")
     if args.init_from_hf:
-        if overrides:
-            raise ValueError(
-                f"--init_from_hf takes the model size from {args.init_from_hf}; drop {sorted(overrides)}"
-            )
         from trainer.hf_weights import load_hf_bert  # numpy only
 
-        config, weights, report = load_hf_bert(args.init_from_hf)
+        config, weights, report = load_hf_bert(source)
         for line in report:
             logger.info("init_from_hf: %s", line)
-        if args.vocab_size is not None and args.vocab_size != config.vocab_size:
-            raise ValueError(
-                f"--vocab_size={args.vocab_size} differs from vocab_size={config.vocab_size} of {args.init_from_hf}"
-            )
-        return dataclasses.replace(config, use_nsp=use_nsp), weights
-    vocab_size = (spec.vocab_size if spec is not None else None) or args.vocab_size
-    if vocab_size is None:
-        raise ValueError("the vocabulary size is unknown: give --vocab_size (or a metadata.json)")
-    return BertConfig.from_preset(args.model_size, vocab_size=vocab_size, use_nsp=use_nsp, **overrides), None
+    else:
+        config, weights = _load_init_export(source)
+    if args.vocab_size is not None and args.vocab_size != config.vocab_size:
+        raise ValueError(
+            f"--vocab_size={args.vocab_size} differs from vocab_size={config.vocab_size} of {source}"
+        )
+    return dataclasses.replace(config, use_nsp=use_nsp), weights
+
+
+def _load_init_export(export_dir: str) -> tuple[BertConfig, dict]:
+    """The config and weights of a trainer export, for ``--init_from_export``."""
+    from trainer.export import STATE_NAME, load_export
+
+    try:
+        config, weights, state = load_export(export_dir)
+    except FileNotFoundError as e:
+        nested = fileio.join(export_dir, "export")
+        if fileio.exists(fileio.join(nested, STATE_NAME)):
+            raise FileNotFoundError(f"{e} (did you mean {nested}?)") from e
+        raise
+    logger.info("init_from_export: %s, step %s, %d weights", export_dir, state.get("step", "?"), len(weights))
+    return config, weights
 
 
 def check_model_dir(model_dir: str, config: BertConfig, train_config: TrainConfig) -> None:
