@@ -45,13 +45,13 @@ def _jax_on_gpu() -> bool:
     return jax.default_backend() == "gpu"
 
 
-_warned: set[str] = set()
+_logged: set[str] = set()
 
 
-def _warn_once(message: str) -> None:
-    if message not in _warned:
-        _warned.add(message)
-        log.warning(message)
+def _log_once(level: int, message: str) -> None:
+    if message not in _logged:
+        _logged.add(message)
+        log.log(level, message)
 
 
 def cudnn_attention(q, k, v, mask, *, scale: float, dropout_rate: float, seed: int):
@@ -104,13 +104,15 @@ def attention_or_none(options: KernelOptions, q, k, v, mask, *, scale: float, dr
     if not use_cudnn_attention(options, q.dtype):
         return None
     try:
-        return cudnn_attention(q, k, v, mask, scale=scale, dropout_rate=dropout_rate, seed=seed)
+        context = cudnn_attention(q, k, v, mask, scale=scale, dropout_rate=dropout_rate, seed=seed)
     # TypeError and AttributeError too: the cuDNN entry point is JAX-internal and may change.
     except (NotImplementedError, RuntimeError, ValueError, ImportError, TypeError, AttributeError) as e:
         if options.attention == "cudnn":
             raise
-        _warn_once(f"cuDNN fused attention not available ({e}); attention runs in XLA")
+        _log_once(logging.WARNING, f"cuDNN fused attention not available ({e}); attention runs in XLA")
         return None
+    _log_once(logging.INFO, "attention: cuDNN fused attention (dropout inside the kernel)")
+    return context
 
 
 def rbg_dropout(x, rate: float, seed):
