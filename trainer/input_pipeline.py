@@ -5,6 +5,9 @@ Training: file-level shuffle, repeat, parallel interleave of the files, record s
 one pass (or ``eval_steps`` batches), the same batching. Each element is
 ``(features, labels)`` as ``BertPretrainingModel.fit`` takes them.
 
+The datasets run without tf.data's autotuning thread (``without_autotune_thread``): with it,
+deleting an iterator (the end of every ``fit`` and ``evaluate``) could block for up to a minute.
+
 Shape key: B batch, L max_seq_length, P max_predictions_per_seq.
 """
 
@@ -17,6 +20,23 @@ from trainer.data_spec import DataSpec
 # Records in the shuffle buffer: ~20 MB at seq 128, enough to mix neighbouring files.
 SHUFFLE_BUFFER = 10_000
 CYCLE_LENGTH = 8
+
+
+def without_autotune_thread(ds: tf.data.Dataset) -> tf.data.Dataset:
+    """``ds`` with ``autotune.enabled = False``: no autotuning thread behind its iterators.
+
+    TensorFlow (2.21) has a lost wake-up in that thread: deleting the iterator cancels it and
+    notifies it before the cancellation is marked done, so the thread can go back to sleep for
+    the rest of its optimization period (which doubles up to 60 s) while the deleting thread,
+    holding the GIL, waits for it to exit. Keras deletes the iterator as ``fit`` and
+    ``evaluate`` return. Without the thread, ``AUTOTUNE`` takes tf.data's static defaults:
+    ``map`` runs min(16, CPU cores) calls at once, ``interleave`` reads all ``cycle_length``
+    files at once, and ``prefetch`` sizes its buffer with its own (thread-free) tuner. The
+    elements and their order are the same.
+    """
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return ds.with_options(options)
 
 
 def feature_spec(spec: DataSpec) -> dict:
@@ -145,7 +165,7 @@ def make_dataset(
         lambda records: _split_features(tf.io.parse_example(records, parse_spec)),
         num_parallel_calls=tf.data.AUTOTUNE,
     )
-    return ds.prefetch(tf.data.AUTOTUNE)
+    return without_autotune_thread(ds.prefetch(tf.data.AUTOTUNE))
 
 
 def make_synthetic_dataset(
@@ -176,4 +196,4 @@ def make_synthetic_dataset(
         return features, labels
 
     ds = tf.data.Dataset.range(2**62).map(batch, num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    return without_autotune_thread(ds.prefetch(tf.data.AUTOTUNE))

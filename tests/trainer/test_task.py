@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +87,31 @@ def test_tiny_model_trains_and_exports(data_dir, tmp_path, caplog):
         "train"
     ]
     assert {("loss", 30), ("nsp_accuracy", 60)} <= tags["eval"]
+
+
+def test_datasets_run_without_the_autotune_thread(data_dir, tmp_path):
+    # The datasets fit and evaluate get: without tf.data's autotuning thread, whose lost wake-up
+    # made deleting their iterators (as fit and evaluate return) wait up to 60 s.
+    args = task.parse_args(["--data_dir", data_dir, "--model_dir", str(tmp_path), *TINY])
+    spec = task.data_spec_from_args(args)
+    runtime = types.SimpleNamespace(num_hosts=1, host_index=0)
+    model = types.SimpleNamespace(config=types.SimpleNamespace(vocab_size=60))
+    training = task._Training(args, task.train_config_from_args(args), spec, runtime, model, None)
+    synthetic_args = task.parse_args(["--synthetic_data", "--vocab_size", "60", "--model_dir", str(tmp_path)])
+    synthetic = task._Training(
+        synthetic_args,
+        task.train_config_from_args(synthetic_args),
+        task.data_spec_from_args(synthetic_args),
+        runtime,
+        model,
+        None,
+    )
+    for run in (training, synthetic):
+        eval_ds, steps = run.eval_dataset()
+        assert steps > 0
+        for ds in (run.train_dataset(0), run.train_dataset(10), eval_ds):
+            assert ds.options().autotune.enabled is False
+            assert next(iter(ds))[0]["input_ids"].shape[0] == args.batch_size
 
 
 @pytest.mark.parametrize(
