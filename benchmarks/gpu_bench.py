@@ -32,6 +32,9 @@ Runs (``--runs``, in order; each of ``--optional_runs`` starts only while ``--ti
 and backward at the benchmark's shape (default kernels with and without attention dropout, and
 XLA attention with dropout) and records the cuDNN custom calls in the optimised HLO
 (``attention_probe`` in the JSON): whether cuDNN fused attention was compiled.
+
+``--profile_steps N`` profiles N more steps of each run after its timing and prints where the
+device time goes (``benchmarks/step_profile.py``); ``--profile_dir`` keeps the raw traces.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ import re
 import subprocess
 import sys
 
-from benchmarks import trainer_common
+from benchmarks import step_profile, trainer_common
 
 
 def main(argv=None) -> int:
@@ -115,6 +118,9 @@ def main(argv=None) -> int:
         f"{max(measured) if measured else float('nan'):.1f} TFLOP/s"
     )
     print(trainer_common.table(results))
+    for r in ok:
+        if r.get("profile"):
+            print(step_profile.format_summary(r["run"], r["profile"], 1e3 * r["step_time_s"]))
     print(f"JSON: {args.out}")
     return 0 if ok and len(ok) == len(results) else 1
 

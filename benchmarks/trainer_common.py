@@ -135,7 +135,9 @@ def hf_config(config: BertConfig, *, attn_implementation: str = "sdpa"):
 
     from trainer.hf_weights import hf_config_from_bert_config
 
-    return transformers.BertConfig(**hf_config_from_bert_config(config), attn_implementation=attn_implementation)
+    return transformers.BertConfig(
+        **hf_config_from_bert_config(config), attn_implementation=attn_implementation
+    )
 
 
 def torch_train_step(
@@ -264,6 +266,8 @@ class BenchSpec:
         precision: ``bf16`` (Keras ``mixed_bfloat16``, torch autocast) or ``fp32``.
         torch_compile: allow ``torch.compile`` (runs named ``*_eager`` never compile).
         peak_tflops: per-device peak for MFU; None: from the device's name (``trainer.flops``).
+        profile_steps: after timing, profile this many more steps (``benchmarks.step_profile``).
+        profile_dir: keep the raw traces there (None: only the summary in the result).
     """
 
     run: str
@@ -280,6 +284,8 @@ class BenchSpec:
     peak_tflops: float | None
     windows: int = 5
     seed: int = 0
+    profile_steps: int = 0
+    profile_dir: str | None = None
 
     def __post_init__(self):
         if self.run not in RUNS:
@@ -376,6 +382,22 @@ def _keras_setup(spec: BenchSpec, overrides: dict):
     return config, model
 
 
+def _profile(spec: BenchSpec, timing: dict, framework: str, step, sync) -> dict:
+    """``{"profile": summary}`` of ``spec.profile_steps`` steps after the timed ones, or ``{}``."""
+    if not spec.profile_steps:
+        return {}
+    from benchmarks import step_profile
+
+    profile = step_profile.profile_jax if framework == "jax" else step_profile.profile_torch
+    first = spec.warmup + timing["steps"]
+    name = f"{spec.run}_b{spec.batch_size}"
+    return {
+        "profile": profile(
+            step, sync, first=first, steps=spec.profile_steps, keep_dir=spec.profile_dir, name=name
+        )
+    }
+
+
 def run_keras_jax(spec: BenchSpec, overrides: dict) -> dict:
     """Times Keras' JAX train step of ``BertPretrainingModel`` with TensorFlow blocked."""
     os.environ["KERAS_BACKEND"] = "jax"
@@ -410,16 +432,19 @@ def run_keras_jax(spec: BenchSpec, overrides: dict) -> dict:
         step, lambda x: x.block_until_ready(), warmup=spec.warmup, steps=spec.steps, windows=spec.windows
     )
     device = jax.devices()[0]
-    extra = {
-        "framework": "keras_jax",
-        "kernel_options": dataclasses.asdict(model.kernel_options),
-        "loss": float(timing["last"]),
-        "device_name": device.device_kind if spec.device == "gpu" else "cpu",
-        "versions": {"jax": jax.__version__, "keras": keras.__version__},
-        "tensorflow_imported": sys.modules.get("tensorflow") is not None,
-        "xla_flags": os.environ.get("XLA_FLAGS", ""),
-    }
     stats = device.memory_stats() if spec.device == "gpu" else None
+    extra = _profile(spec, timing, "jax", step, lambda x: x.block_until_ready())
+    extra.update(
+        {
+            "framework": "keras_jax",
+            "kernel_options": dataclasses.asdict(model.kernel_options),
+            "loss": float(timing["last"]),
+            "device_name": device.device_kind if spec.device == "gpu" else "cpu",
+            "versions": {"jax": jax.__version__, "keras": keras.__version__},
+            "tensorflow_imported": sys.modules.get("tensorflow") is not None,
+            "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        }
+    )
     if stats:
         extra["peak_memory_gib"] = stats.get("peak_bytes_in_use", 0) / 2**30
     return _finish(spec, config, timing, extra)
@@ -497,18 +522,22 @@ def run_torch(spec: BenchSpec, overrides: dict) -> dict:
         steps=spec.steps,
         windows=spec.windows,
     )
-    extra = {
-        "framework": "torch",
-        "mlm": overrides["mlm"],
-        "torch_compile": use_compile,
-        "loss": float(timing["last"]),
-        "device_name": torch.cuda.get_device_name() if device == "cuda" else "cpu",
-        "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
-        "torch_threads": torch.get_num_threads(),
-        "measured_matmul_tflops": _matmul_tflops(torch, device),
-    }
-    if device == "cuda":
-        extra["peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
+    peak_memory = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None
+    extra = _profile(spec, timing, "torch", lambda i: step_fn(batches[i % len(batches)]), sync)
+    extra.update(
+        {
+            "framework": "torch",
+            "mlm": overrides["mlm"],
+            "torch_compile": use_compile,
+            "loss": float(timing["last"]),
+            "device_name": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+            "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
+            "torch_threads": torch.get_num_threads(),
+            "measured_matmul_tflops": _matmul_tflops(torch, device),
+        }
+    )
+    if peak_memory is not None:
+        extra["peak_memory_gib"] = peak_memory
     return _finish(spec, config, timing, extra)
 
 
@@ -625,6 +654,13 @@ def add_common_flags(parser, **defaults) -> None:
         "--run_timeout_s", type=float, default=defaults["run_timeout_s"], help="kill a run after this"
     )
     parser.add_argument("--out", default=defaults["out"])
+    parser.add_argument(
+        "--profile_steps",
+        type=int,
+        default=0,
+        help="after timing, profile this many steps of each JAX/PyTorch run (kernel time by kind)",
+    )
+    parser.add_argument("--profile_dir", help="keep the raw profiler traces there (default: summaries only)")
 
 
 def specs_from_flags(args) -> tuple[list[BenchSpec], set[str]]:
@@ -642,6 +678,8 @@ def specs_from_flags(args) -> tuple[list[BenchSpec], set[str]]:
         precision=args.precision,
         torch_compile=args.torch_compile,
         peak_tflops=args.peak_tflops,
+        profile_steps=args.profile_steps,
+        profile_dir=args.profile_dir,
     )
     required = [r for r in args.runs.split(",") if r]
     optional = [r for r in args.optional_runs.split(",") if r]

@@ -169,6 +169,8 @@ def test_gpu_benchmark_keras_path_runs_without_tensorflow(tmp_path, repo_root):
         "keras_jax",
         "--optional_runs",
         "",
+        "--profile_steps",
+        "2",
         "--out",
         str(out),
     ]
@@ -182,3 +184,8 @@ def test_gpu_benchmark_keras_path_runs_without_tensorflow(tmp_path, repo_root):
     assert result["model_flops_per_step"] == flops.train_step_flops(
         dims, batch_size=2, seq_length=16, max_predictions=3
     )
+    # The profile of 2 more steps: on CPU the XLA host threads stand in for a device.
+    profile = result["profile"]
+    assert profile["steps"] == 2 and profile["source"].startswith("host XLA threads")
+    assert profile["kernel_ms_per_step"] > 0 and profile["top"] and profile["trace"] is None
+    assert "ms of kernels per step" in proc.stdout
