@@ -33,6 +33,9 @@ and backward at the benchmark's shape (default kernels with and without attentio
 XLA attention with dropout) and records the cuDNN custom calls in the optimised HLO
 (``attention_probe`` in the JSON): whether cuDNN fused attention was compiled.
 
+The probe then runs cuDNN attention with dropout (``cudnn_dropout_check``): forward and
+backward masks agree, the dropped share matches the rate, and masks change between executions.
+
 ``--profile_steps N`` profiles N more steps of each run after its timing and prints where the
 device time goes (``benchmarks/step_profile.py``); ``--profile_dir`` keeps the raw traces.
 """
@@ -171,7 +174,89 @@ def probe_attention(args) -> dict:
             "cudnn_custom_calls": [t for t in targets if "cudnn" in t.lower()],
             "cudnn_fused_attention": any("fmha" in t.lower() for t in targets),
         }
+    try:
+        out["cudnn_dropout_check"] = check_cudnn_dropout(args)
+    except Exception as e:  # noqa: BLE001 - recorded
+        out["cudnn_dropout_check"] = {"error": f"{type(e).__name__}: {e}"[:800]}
     return out
+
+
+def check_cudnn_dropout(args) -> dict:
+    """Runs cuDNN attention with dropout and checks what a compile cannot show.
+
+    1. With V the identity (D == L) the forward output is the dropped probability matrix, so
+       the backward's dV equals out^T @ dO when forward and backward drew the same mask; the
+       dropped share of valid entries should be the rate; and the mask must change from one
+       execution of the compiled step to the next (XLA advances cuDNN's dropout offset).
+    2. A ``TransformerLayer`` (attention dropout only) run 3 times on the same inputs and
+       state: its loss must change between executions, as the masks do (with XLA attention and
+       the same seed state it would not).
+    """
+    import jax
+    import jax.numpy as jnp
+    import keras
+    import numpy as np
+
+    from trainer.config import BertConfig, KernelOptions
+    from trainer.kernels import cudnn_attention
+    from trainer.layers import TransformerLayer
+
+    b, length, heads, rate = 2, 64, 2, 0.5
+    rng = np.random.default_rng(0)
+    q = jnp.asarray(rng.normal(size=(b, length, heads, length)), jnp.bfloat16)
+    k = jnp.asarray(rng.normal(size=(b, length, heads, length)), jnp.bfloat16)
+    v = jnp.broadcast_to(jnp.eye(length, dtype=jnp.bfloat16)[None, :, None, :], q.shape)
+    g = jnp.asarray(rng.normal(size=q.shape), jnp.bfloat16)
+    valid = np.ones((b, 1, length, length), bool)
+    valid[1, ..., length - 8 :] = False
+    mask = jnp.asarray(valid)
+
+    @jax.jit
+    def step(q, k, v, g):
+        out, vjp = jax.vjp(
+            lambda q, k, v: cudnn_attention(q, k, v, mask, scale=length**-0.5, dropout_rate=rate, seed=123),
+            q,
+            k,
+            v,
+        )
+        return out, vjp(g)[2]
+
+    valid_btns = np.broadcast_to(valid.transpose(0, 2, 1, 3), (b, length, heads, length))
+    report = {"rate": rate, "dropped_share": [], "max_dv_error": [], "dv_scale": None}
+    masks = []
+    for _ in range(3):
+        out, dv = (np.asarray(a, np.float32) for a in step(q, k, v, g))
+        expected = np.einsum("btns,btnd->bsnd", out, np.asarray(g, np.float32))
+        report["dropped_share"].append(float(np.mean(out[valid_btns] == 0)))
+        report["max_dv_error"].append(float(np.abs(dv - expected).max()))
+        report["dv_scale"] = float(np.abs(expected).max())
+        masks.append(out == 0)
+    report["mask_changes_between_executions"] = [bool(np.any(masks[i] != masks[i + 1])) for i in range(2)]
+
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    config = BertConfig.from_preset(args.size, vocab_size=args.vocab_size, hidden_dropout_prob=0.0)
+    layer = TransformerLayer(config, KernelOptions(attention="cudnn"))
+    layer.build()
+    x = jnp.asarray(rng.normal(size=(8, args.seq_length, config.hidden_size)), jnp.float32)
+    key_mask = jnp.ones((8, 1, 1, args.seq_length), bool)
+    weights = jnp.asarray(
+        rng.normal(size=x.shape), jnp.float32
+    )  # (a LayerNorm output's sum of squares is fixed)
+    trainable = [v.value for v in layer.trainable_variables]
+    non_trainable = [v.value for v in layer.non_trainable_variables]
+
+    @jax.jit
+    def layer_loss(tv, ntv):
+        def loss(tv):
+            y, _ = layer.stateless_call(tv, ntv, x, key_mask, training=True)
+            return jnp.sum(y.astype(jnp.float32) * weights)
+
+        return jax.value_and_grad(loss)(tv)[0]
+
+    losses = [float(layer_loss(trainable, non_trainable)) for _ in range(3)]
+    report["layer_losses_same_inputs"] = losses
+    report["layer_loss_changes_between_executions"] = len(set(losses)) == 3
+    return report
 
 
 def run_attention_probe(argv) -> dict | None:

@@ -7,8 +7,11 @@ or its export:
   attention dropout the probabilities materialised as a [B, N, L, L] array, forward and
   backward). ``cudnn`` calls cuDNN's fused (flash) attention through JAX, with the dropout
   on the probabilities inside the kernel: nothing of size [B, N, L, L] is kept for the backward
-  pass. ``auto`` (the default) takes ``cudnn`` on the JAX backend on an NVIDIA GPU with bf16 or
-  fp16 activations, and ``xla`` everywhere else or when JAX refuses the shapes.
+  pass. ``auto`` (the default) takes ``cudnn`` on the JAX backend on one NVIDIA GPU of compute
+  capability 8.0 or later with bf16 or fp16 activations (``auto_refusal``), and ``xla``
+  everywhere else; ``trainer.task`` settles ``auto`` before building the model (``resolve``),
+  compiling a small cuDNN forward and backward first, since cuDNN refuses some cases only at
+  compile time. A layer left with ``auto`` falls back to XLA when JAX refuses at trace time.
 - ``dropout_rng``: ``keras`` draws dropout masks (hidden states, and attention probabilities
   when XLA computes attention) with Keras' random ops (JAX's default Threefry generator on
   JAX). ``rbg`` draws them on JAX from XLA's RngBitGenerator
@@ -20,13 +23,20 @@ cuDNN's dropout takes a fixed seed per call site; XLA advances the generator's o
 execution, so the masks differ from step to step, and each layer gets its own seed
 (``Dropout.static_seed``, the initial seed of that layer's Keras seed generator). A restarted
 job starts that offset again at 0: its attention-dropout masks repeat those of the first run's
-first steps (on other batches), while every other random draw follows Keras' seed state.
+first steps (on other batches), while every other random draw follows Keras' seed state. On
+several devices each would draw the same masks for its rows, hence ``auto`` keeps XLA there
+(``cudnn`` forced on a mesh accepts that).
+
+Either choice computes the same function of the weights up to rounding (cuDNN keeps the
+probabilities in float32 inside the kernel, XLA rounds them to the activation dtype) and up to
+which random bits drop what.
 
 Shape key: B batch, L sequence length, N heads, D head size.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 
@@ -37,12 +47,6 @@ from trainer.config import KernelOptions
 log = logging.getLogger(__name__)
 
 _CUDNN_DTYPES = ("bfloat16", "float16")
-
-
-def _jax_on_gpu() -> bool:
-    import jax
-
-    return jax.default_backend() == "gpu"
 
 
 _logged: set[str] = set()
@@ -85,13 +89,115 @@ def cudnn_attention(q, k, v, mask, *, scale: float, dropout_rate: float, seed: i
     )
 
 
+def auto_refusal(dtype) -> str | None:
+    """Why ``attention="auto"`` keeps XLA attention here, or None when cuDNN may be tried.
+
+    cuDNN attention needs bf16/fp16 activations, JAX on an NVIDIA GPU of compute capability
+    8.0 or later (cuDNN's fused attention kernels start there; JAX does not check it before
+    compiling), and one device: its dropout seed is fixed per call site, so on a data-parallel
+    mesh every device would draw the same masks.
+    """
+    import jax
+
+    from trainer.distribute import gpu_has_bf16
+
+    dtype = keras.backend.standardize_dtype(dtype)
+    if dtype not in _CUDNN_DTYPES:
+        return f"activations are {dtype}; cuDNN attention needs bfloat16 or float16"
+    if jax.default_backend() != "gpu":
+        return f"JAX runs on {jax.default_backend()}, not a GPU"
+    device = jax.devices()[0]
+    capability = getattr(device, "compute_capability", None)
+    if not gpu_has_bf16(capability):
+        return f"{device.device_kind} has compute capability {capability}, below 8.0"
+    distribution = keras.distribution.distribution()
+    if distribution is not None and distribution.device_mesh.devices.size > 1:
+        return (
+            f"data-parallel over {distribution.device_mesh.devices.size} devices, where cuDNN's "
+            "per-layer dropout seed would repeat on every device"
+        )
+    return None
+
+
 def use_cudnn_attention(options: KernelOptions, dtype) -> bool:
-    """Whether a layer with activations of ``dtype`` should try ``cudnn_attention`` now."""
+    """Whether a layer with activations of ``dtype`` should try ``cudnn_attention`` now.
+
+    Raises:
+        ValueError: ``attention="cudnn"`` with float32 activations (naming the flags).
+    """
     if options.attention == "xla" or keras.backend.backend() != "jax":
         return False
     if options.attention == "cudnn":
+        if keras.backend.standardize_dtype(dtype) not in _CUDNN_DTYPES:
+            raise ValueError(
+                f"--attention_impl cudnn needs --precision mixed_bfloat16 or mixed_float16; "
+                f"the activations are {keras.backend.standardize_dtype(dtype)}"
+            )
         return True
-    return keras.backend.standardize_dtype(dtype) in _CUDNN_DTYPES and _jax_on_gpu()
+    reason = auto_refusal(dtype)
+    if reason:
+        _log_once(logging.INFO, f"attention: XLA ({reason})")
+        return False
+    return True
+
+
+def probe_cudnn_attention(*, num_heads: int, head_size: int, seq_len: int, dtype: str, dropout_rate: float):
+    """Compiles cuDNN attention's forward and backward at these sizes (batch 2); the error, or None.
+
+    JAX checks shapes when it traces, but cuDNN itself builds (and may refuse) its kernels only
+    when XLA compiles; a failure then would stop a run at its first step.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    shape = (2, seq_len, num_heads, head_size)
+    q = jnp.zeros(shape, dtype)
+    mask = jnp.ones((2, 1, seq_len, seq_len), bool)
+
+    def loss(q, k, v):
+        out = cudnn_attention(q, k, v, mask, scale=head_size**-0.5, dropout_rate=dropout_rate, seed=1)
+        return jnp.sum(out.astype(jnp.float32))
+
+    try:
+        jax.jit(jax.grad(loss, argnums=(0, 1, 2))).lower(q, q, q).compile()
+    except Exception as e:  # noqa: BLE001 - any failure means: use XLA attention
+        return f"{type(e).__name__}: {e}"[:500]
+    return None
+
+
+def resolve(options: KernelOptions, *, config, seq_len: int, dtype) -> KernelOptions:
+    """``options`` with ``attention="auto"`` made ``cudnn`` or ``xla`` for this run (logged).
+
+    ``cudnn`` only when ``auto_refusal`` finds nothing and a probe at the run's sizes compiles.
+    """
+    if keras.backend.backend() != "jax":
+        return options
+    distribution = keras.distribution.distribution()
+    devices = distribution.device_mesh.devices.size if distribution is not None else 1
+    if options.dropout_rng == "rbg" and devices > 1:
+        log.warning("--dropout_rng rbg on %d devices: each one generates every device's masks", devices)
+    if options.attention == "cudnn" and devices > 1:
+        log.warning(
+            "--attention_impl cudnn on %d devices: each one draws the same attention-dropout masks", devices
+        )
+    if options.attention != "auto":
+        return options
+    reason = auto_refusal(dtype)
+    if reason is None:
+        reason = probe_cudnn_attention(
+            num_heads=config.num_attention_heads,
+            head_size=config.head_size,
+            seq_len=seq_len,
+            dtype=keras.backend.standardize_dtype(dtype),
+            dropout_rate=config.attention_probs_dropout_prob,
+        )
+        if reason is not None:
+            log.warning("cuDNN fused attention did not compile (%s); attention runs in XLA", reason)
+    if reason is not None:
+        log.info("attention: XLA (%s)", reason)
+        return dataclasses.replace(options, attention="xla")
+    log.info("attention: cuDNN fused attention, dropout inside the kernel (probe compiled at L=%d)", seq_len)
+    return dataclasses.replace(options, attention="cudnn")
 
 
 def attention_or_none(options: KernelOptions, q, k, v, mask, *, scale: float, dropout_rate: float, seed: int):
@@ -111,7 +217,7 @@ def attention_or_none(options: KernelOptions, q, k, v, mask, *, scale: float, dr
             raise
         _log_once(logging.WARNING, f"cuDNN fused attention not available ({e}); attention runs in XLA")
         return None
-    _log_once(logging.INFO, "attention: cuDNN fused attention (dropout inside the kernel)")
+    _log_once(logging.INFO, "attention: cuDNN fused attention traced (dropout inside the kernel)")
     return context
 
 

@@ -321,10 +321,18 @@ def run(args: argparse.Namespace) -> dict:
         if spec.eval_pattern:
             input_pipeline.check_records(input_pipeline.list_files(spec.eval_pattern), spec)
 
+    from trainer import kernels
     from trainer.bert_model import BertPretrainingModel
     from trainer.checkpoints import CheckpointManager
     from trainer.optimization import create_optimizer
 
+    if spec is not None:  # a run that trains: settle the kernels for its device and sizes
+        kernel_options = kernels.resolve(
+            kernel_options,
+            config=config,
+            seq_len=spec.max_seq_length,
+            dtype=keras.config.dtype_policy().compute_dtype,
+        )
     with runtime.scope():
         model = BertPretrainingModel(config, kernel_options)
         if init_weights is not None:

@@ -81,20 +81,51 @@ def lower() -> dict:
 
 
 def refuse() -> dict:
+    import logging
+
     import jax
 
-    from trainer.kernels import KernelOptions
+    from trainer import kernels
+    from trainer.config import BertConfig, KernelOptions
 
-    out = {}
-    for attention in ("cudnn", "auto"):
+    records = []
+    handler = logging.Handler()
+    handler.emit = lambda record: records.append(record.getMessage())
+    kernels.log.addHandler(handler)
+    kernels.log.setLevel(logging.INFO)
+
+    def run(attention: str) -> dict:
         layers, x, mask = _layer_and_inputs(KernelOptions(attention=attention))
         trainable = [[v.value for v in layer.trainable_variables] for layer in layers]
         non_trainable = [[v.value for v in layer.non_trainable_variables] for layer in layers]
         try:
             value = jax.jit(_loss_fn(layers))(trainable, non_trainable, x, mask)
-            out[attention] = {"ok": bool(np.isfinite(float(value)))}
+            return {"ok": bool(np.isfinite(float(value)))}
         except Exception as e:  # noqa: BLE001 - the message is the result
-            out[attention] = {"error": f"{type(e).__name__}: {e}"}
+            return {"error": f"{type(e).__name__}: {e}"}
+
+    out = {"cudnn": run("cudnn"), "auto": run("auto")}
+    # auto on this CPU: refused before trying, with the reason logged.
+    out["auto_log"] = list(records)
+    config = BertConfig.from_preset("tiny", vocab_size=97)
+    options = KernelOptions()
+    out["resolve_cpu"] = kernels.resolve(options, config=config, seq_len=16, dtype="bfloat16").attention
+    # As if on a capable GPU: the trace-time attempt and the compile probe fail here (no cuDNN),
+    # so auto falls back to XLA in both places, with a warning.
+    kernels.auto_refusal = lambda dtype: None
+    records.clear()
+    out["auto_forced_try"] = run("auto")
+    out["auto_forced_try_log"] = list(records)
+    records.clear()
+    out["resolve_forced_try"] = kernels.resolve(options, config=config, seq_len=16, dtype="bfloat16").attention
+    out["resolve_forced_try_log"] = list(records)
+    # cudnn with float32 activations: refused, naming the flags.
+    keras_policy_error = None
+    try:
+        kernels.use_cudnn_attention(KernelOptions(attention="cudnn"), "float32")
+    except ValueError as e:
+        keras_policy_error = str(e)
+    out["cudnn_float32"] = keras_policy_error
     return out
 
 

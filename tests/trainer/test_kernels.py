@@ -109,8 +109,26 @@ def test_cudnn_program_has_fused_attention_with_dropout_and_no_probabilities(jax
 
 def test_cudnn_refused_without_cudnn_and_auto_falls_back(jax_result):
     refuse = jax_result["refuse"]
+    # Forced cudnn on a jaxlib without cuDNN: JAX's own refusal propagates.
     assert refuse["cudnn"] == {"error": "RuntimeError: cuDNN is not detected."}
+    # auto on a CPU: XLA, for a logged reason, without trying cuDNN; resolve() agrees.
     assert refuse["auto"] == {"ok": True}
+    assert refuse["auto_log"] == ["attention: XLA (JAX runs on cpu, not a GPU)"]
+    assert refuse["resolve_cpu"] == "xla"
+    # auto where the checks pass but cuDNN fails: the trace-time attempt falls back (warned) ...
+    assert refuse["auto_forced_try"] == {"ok": True}
+    assert refuse["auto_forced_try_log"] == [
+        "cuDNN fused attention not available (cuDNN is not detected.); attention runs in XLA"
+    ]
+    # ... and so does the compile probe of trainer.task.
+    assert refuse["resolve_forced_try"] == "xla"
+    assert refuse["resolve_forced_try_log"][0].startswith(
+        "cuDNN fused attention did not compile (RuntimeError: cuDNN is not detected."
+    )
+    assert refuse["resolve_forced_try_log"][1].startswith("attention: XLA (RuntimeError: cuDNN is not detected.")
+    assert refuse["cudnn_float32"] == (
+        "--attention_impl cudnn needs --precision mixed_bfloat16 or mixed_float16; the activations are float32"
+    )
 
 
 def test_each_dropout_generator_trains_reproducibly(jax_result):
