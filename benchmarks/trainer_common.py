@@ -372,6 +372,12 @@ def _keras_setup(spec: BenchSpec, overrides: dict):
     options = KernelOptions(
         attention=overrides.get("attention_impl", "auto"), dropout_rng=overrides.get("dropout_rng", "keras")
     )
+    if keras.backend.backend() == "jax":  # as trainer.task does: settle auto with a compile probe
+        from trainer import kernels
+
+        options = kernels.resolve(
+            options, config=config, seq_len=spec.seq_length, dtype=keras.config.dtype_policy().compute_dtype
+        )
     model = BertPretrainingModel(config, options)
     # The trainer's optimizer: AdamW (no decay on LayerNorm and biases), global-norm clip 1.0;
     # no warmup, so that the learning rate is ~1e-4 from the start, as on the PyTorch side.
