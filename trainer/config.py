@@ -191,7 +191,8 @@ class TrainConfig:
         clip_norm: global-norm gradient clipping (0 disables it).
         precision: Keras dtype policy name.
         jit_compile: XLA-compile the train step.
-        steps_per_execution: optimizer steps per compiled call.
+        steps_per_execution: optimizer steps per compiled call (TensorFlow); on JAX, Keras runs
+            them as a loop of one-step calls between callbacks.
         checkpoint_every: steps between checkpoints (a multiple of ``steps_per_execution``).
         keep_checkpoints: how many recent checkpoints to keep.
         eval_every: steps between evaluations (0: only at the end).
