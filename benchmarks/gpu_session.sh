@@ -8,10 +8,11 @@
 #
 #   OUT=/some/dir bash benchmarks/gpu_session.sh [extra gpu_bench flags]
 #
-# Writes $OUT/gpu_bench.json and $OUT/gpu_bench.log; about 7 minutes on an H100/H200: the
-# attention probe (cuDNN calls compiled, cuDNN dropout checked on the device), then our step
-# with cuDNN attention, with XLA attention and with RngBitGenerator dropout masks, PyTorch
-# with torch.compile (masked positions, then stock), our step at batch 512, each profiled.
+# Writes $OUT/gpu_bench.json, $OUT/gpu_bench.log and $OUT/trainer_task.log; about 8-9 minutes
+# on an H100/H200: the attention probe (cuDNN calls compiled, cuDNN dropout checked on the
+# device), then our step with cuDNN attention, with XLA attention and with RngBitGenerator
+# dropout masks, PyTorch with torch.compile (masked positions, then stock), our step at batch
+# 512, each profiled; then 300 steps of trainer.task itself.
 set -euo pipefail
 OUT=${OUT:?set OUT to the output folder}
 mkdir -p "$OUT"
@@ -28,3 +29,8 @@ KERAS_BACKEND=jax python3 -m benchmarks.gpu_bench --size base --batch_size 256 \
     --large_batch_runs keras_jax --large_batch_size 512 \
     --time_budget_s 480 --optional_run_estimate_s 70 --run_timeout_s 150 --profile_steps 5 \
     --out "$OUT/gpu_bench.json" "$@" 2>&1 | tee "$OUT/gpu_bench.log"
+# Then the trainer itself, end to end (fit, callbacks, checkpoint, evaluation, export) on the
+# GPU with NumPy synthetic batches (no TensorFlow there): BERT-base, batch 256, 300 steps.
+KERAS_BACKEND=jax timeout 240 python3 -m trainer.task --synthetic_data --vocab_size 32000 \
+    --model_size base --batch_size 256 --train_steps 300 --warmup_steps 30 --log_every 100 \
+    --checkpoint_every 300 --eval_steps 5 --model_dir /tmp/gpu_task 2>&1 | tee "$OUT/trainer_task.log"

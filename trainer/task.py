@@ -315,6 +315,11 @@ def run(args: argparse.Namespace) -> dict:
     keras.mixed_precision.set_global_policy(train_config.precision)
 
     if spec is not None and not args.synthetic_data:
+        if not _tensorflow_importable():
+            raise ValueError(
+                "reading TFRecords needs TensorFlow (pip install tensorflow, or tensorflow-cpu next to "
+                "JAX); without it only --synthetic_data runs"
+            )
         from trainer import input_pipeline
 
         input_pipeline.check_records(input_pipeline.list_files(spec.train_pattern), spec)
@@ -408,9 +413,18 @@ class _Training:
         return self.cfg.batch_size // hosts, hosts, self.runtime.host_index
 
     def train_dataset(self, start_step: int):
+        batch, shards, index = self._pipeline_batch()
+        if self.args.synthetic_data and not _tensorflow_importable():
+            from trainer.synthetic import synthetic_batches
+
+            return synthetic_batches(
+                self.spec,
+                batch_size=batch,
+                vocab_size=self.model.config.vocab_size,
+                seed=self.cfg.seed + start_step,
+            )
         from trainer import input_pipeline
 
-        batch, shards, index = self._pipeline_batch()
         if self.args.synthetic_data:
             return input_pipeline.make_synthetic_dataset(
                 self.spec,
@@ -437,9 +451,23 @@ class _Training:
         The number of batches is always explicit: Keras 3.15's ``evaluate`` on TensorFlow
         without XLA counts one extra, empty batch in the means of a dataset of unknown length.
         """
-        from trainer import input_pipeline
+        if self._eval_ds is None and self.args.synthetic_data and not _tensorflow_importable():
+            from trainer.synthetic import synthetic_batches
 
+            batch = self._pipeline_batch()[0]
+            vocab_size = self.model.config.vocab_size
+            # A fresh iterator of the same batches for every evaluation.
+            self._eval_ds = (
+                _Restartable(
+                    lambda: synthetic_batches(
+                        self.spec, batch_size=batch, vocab_size=vocab_size, seed=self.cfg.seed, stream=1
+                    )
+                ),
+                self.cfg.eval_steps or 10,
+            )
         if self._eval_ds is None:
+            from trainer import input_pipeline
+
             batch, shards, index = self._pipeline_batch()
             steps = self.cfg.eval_steps
             if self.args.synthetic_data:
@@ -478,6 +506,8 @@ class _Training:
         ds, steps = self.eval_dataset()
         if ds is None:
             return {}
+        if isinstance(ds, _Restartable):
+            ds = ds.start()
         results = self.model.evaluate(ds, steps=steps, verbose=0, return_dict=True)
         return {k: float(v) for k, v in results.items()}
 
@@ -559,6 +589,22 @@ class _Training:
             "train_config": cfg.to_dict(),
             "keras_backend": self.runtime.backend,
         }
+
+
+def _tensorflow_importable() -> bool:
+    """False on a machine without TensorFlow (JAX alone): only ``--synthetic_data`` works there."""
+    try:
+        import tensorflow  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class _Restartable:
+    """Makes a fresh iterator per evaluation (``start``), as a tf.data dataset does by itself."""
+
+    def __init__(self, make):
+        self.start = make
 
 
 @contextlib.contextmanager
