@@ -28,7 +28,7 @@ KERAS_BACKEND=jax python3 -m benchmarks.gpu_bench --size base --batch_size 256 \
     --runs keras_jax,keras_jax_xla,torch_gathered --optional_runs keras_jax_rbg,torch_full \
     --large_batch_runs keras_jax --large_batch_size 512 \
     --time_budget_s 480 --optional_run_estimate_s 70 --run_timeout_s 150 --profile_steps 5 \
-    --out "$OUT/gpu_bench.json" "$@" 2>&1 | tee "$OUT/gpu_bench.log"
+    --out "$OUT/gpu_bench.json" "$@" 2>&1 | tee "$OUT/gpu_bench.log" || echo "gpu_bench exited with $?"
 # Then the trainer itself, end to end (fit, callbacks, checkpoint, evaluation, export) on the
 # GPU with NumPy synthetic batches (no TensorFlow there): BERT-base, batch 256, 300 steps.
 KERAS_BACKEND=jax timeout 240 python3 -m trainer.task --synthetic_data --vocab_size 32000 \
