@@ -1,7 +1,8 @@
-"""Random pretraining batches from NumPy, for ``--synthetic_data`` where TensorFlow is absent.
+"""Random pretraining batches from NumPy: ``--synthetic_data`` on the JAX backend.
 
-The JAX backend trains without TensorFlow (a GPU machine with JAX alone); only reading
-TFRecords needs ``tf.data``. These batches have the shapes, dtypes and value ranges of
+So the JAX backend trains without TensorFlow (a GPU machine with JAX alone); only reading
+TFRecords needs ``tf.data``. The TensorFlow backend keeps ``input_pipeline``'s in-graph
+version (a ``tf.data`` dataset, as ``TPUStrategy`` needs). These batches have the shapes, dtypes and value ranges of
 ``input_pipeline.make_synthetic_dataset`` (not its values): full-length sequences, ``[CLS]``
 position never masked, P distinct sorted positions, random NSP labels.
 

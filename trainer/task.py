@@ -414,8 +414,8 @@ class _Training:
 
     def train_dataset(self, start_step: int):
         batch, shards, index = self._pipeline_batch()
-        if self.args.synthetic_data and not _tensorflow_importable():
-            from trainer.synthetic import synthetic_batches
+        if self.args.synthetic_data and self.runtime.backend == "jax":
+            from trainer.synthetic import synthetic_batches  # NumPy: no TensorFlow needed on JAX
 
             return synthetic_batches(
                 self.spec,
@@ -451,17 +451,15 @@ class _Training:
         The number of batches is always explicit: Keras 3.15's ``evaluate`` on TensorFlow
         without XLA counts one extra, empty batch in the means of a dataset of unknown length.
         """
-        if self._eval_ds is None and self.args.synthetic_data and not _tensorflow_importable():
+        if self._eval_ds is None and self.args.synthetic_data and self.runtime.backend == "jax":
             from trainer.synthetic import synthetic_batches
 
             batch = self._pipeline_batch()[0]
             vocab_size = self.model.config.vocab_size
-            # A fresh iterator of the same batches for every evaluation.
+            # A function, so that every evaluation starts a fresh iterator of the same batches.
             self._eval_ds = (
-                _Restartable(
-                    lambda: synthetic_batches(
-                        self.spec, batch_size=batch, vocab_size=vocab_size, seed=self.cfg.seed, stream=1
-                    )
+                lambda: synthetic_batches(
+                    self.spec, batch_size=batch, vocab_size=vocab_size, seed=self.cfg.seed, stream=1
                 ),
                 self.cfg.eval_steps or 10,
             )
@@ -506,8 +504,8 @@ class _Training:
         ds, steps = self.eval_dataset()
         if ds is None:
             return {}
-        if isinstance(ds, _Restartable):
-            ds = ds.start()
+        if callable(ds):  # NumPy synthetic batches: a fresh iterator
+            ds = ds()
         results = self.model.evaluate(ds, steps=steps, verbose=0, return_dict=True)
         return {k: float(v) for k, v in results.items()}
 
@@ -598,13 +596,6 @@ def _tensorflow_importable() -> bool:
     except ImportError:
         return False
     return True
-
-
-class _Restartable:
-    """Makes a fresh iterator per evaluation (``start``), as a tf.data dataset does by itself."""
-
-    def __init__(self, make):
-        self.start = make
 
 
 @contextlib.contextmanager

@@ -46,10 +46,6 @@ def test_jax_only_choices_are_refused_on_tensorflow(options, message):
         BertPretrainingModel(CONFIG, options)
 
 
-def test_auto_builds_on_tensorflow():
-    assert BertPretrainingModel(CONFIG, kernels.KernelOptions()).kernel_options.attention == "auto"
-
-
 def test_rbg_dropout_drops_the_rate_and_scales_the_rest():
     x = jnp.full((1000, 1000), 3.0, jnp.float32)
     seed = jnp.array([5, 9], jnp.uint32)

@@ -94,7 +94,7 @@ def test_datasets_run_without_the_autotune_thread(data_dir, tmp_path):
     # made deleting their iterators (as fit and evaluate return) wait up to 60 s.
     args = task.parse_args(["--data_dir", data_dir, "--model_dir", str(tmp_path), *TINY])
     spec = task.data_spec_from_args(args)
-    runtime = types.SimpleNamespace(num_hosts=1, host_index=0)
+    runtime = types.SimpleNamespace(backend="tensorflow", num_hosts=1, host_index=0)
     model = types.SimpleNamespace(config=types.SimpleNamespace(vocab_size=60))
     training = task._Training(args, task.train_config_from_args(args), spec, runtime, model, None)
     synthetic_args = task.parse_args(["--synthetic_data", "--vocab_size", "60", "--model_dir", str(tmp_path)])
