@@ -301,6 +301,8 @@ class BenchSpec:
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"--{name} must be > 0, got {getattr(self, name)}")
+        if self.profile_steps < 0:
+            raise ValueError(f"--profile_steps must be >= 0, got {self.profile_steps}")
         if self.max_predictions >= self.seq_length:
             raise ValueError(
                 f"--max_predictions {self.max_predictions} must be < --seq_length {self.seq_length}"
