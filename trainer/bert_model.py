@@ -45,6 +45,10 @@ class BertPretrainingModel(keras.Model):
     ``compute_loss`` is the pretraining loss (MLM + NSP, or MLM only when
     ``config.use_nsp`` is false), so ``compile`` needs only an optimizer and ``fit`` takes
     ``(features, labels)`` with the ``LABEL_NAMES`` keys.
+
+    ``gradient_accumulation_steps`` (default 1): with K > 1, each train step splits its batch
+    into K micro-batches and applies the mean of their gradients once (``trainer.accumulation``);
+    set it before ``compile``.
     """
 
     def __init__(self, config: BertConfig, kernel_options: kernels.KernelOptions | None = None, **kwargs):
@@ -52,6 +56,7 @@ class BertPretrainingModel(keras.Model):
         self.config = config
         self.kernel_options = kernel_options or kernels.KernelOptions()
         self.kernel_options.check_backend()
+        self.gradient_accumulation_steps = 1
         self.embeddings = BertEmbeddings(config, self.kernel_options, name="embeddings")
         self.encoder_layers = [
             TransformerLayer(config, self.kernel_options, name=f"encoder_layer_{i}")
@@ -123,6 +128,13 @@ class BertPretrainingModel(keras.Model):
             self.nsp_loss_metric.update_state(terms["nsp_losses"])
             self.nsp_accuracy_metric.update_state(terms["nsp_correct"])
         return terms["loss"]
+
+    def train_step(self, *args):
+        if self.gradient_accumulation_steps > 1:
+            from trainer import accumulation
+
+            return accumulation.train_step(self, self.gradient_accumulation_steps, *args)
+        return super().train_step(*args)
 
     # Named weights: the export contract of docs/export_format.md.
 

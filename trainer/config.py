@@ -180,7 +180,10 @@ class TrainConfig:
     """Training options (what ``trainer.task`` takes from its flags).
 
     Attributes:
-        batch_size: global batch size, summed over every replica and host.
+        batch_size: global batch size of one optimizer update, summed over every replica and host.
+        gradient_accumulation_steps: micro-batches per update (``trainer.accumulation``): each
+            replica's share of the batch runs in this many pieces, one after the other, and the
+            mean of their gradients is applied once; 1 runs the batch whole.
         train_steps: optimizer steps in total (a resumed job counts from its checkpoint).
         learning_rate: peak learning rate, reached after ``warmup_steps``.
         warmup_steps: linear warmup from 0; then linear decay to ``end_learning_rate``.
@@ -205,6 +208,7 @@ class TrainConfig:
     """
 
     batch_size: int = 32
+    gradient_accumulation_steps: int = 1
     train_steps: int = 1000
     learning_rate: float = 1e-4
     warmup_steps: int = 100
@@ -228,6 +232,15 @@ class TrainConfig:
 
     def __post_init__(self):
         _check(self.batch_size > 0, f"batch_size must be > 0, got {self.batch_size}")
+        _check(
+            self.gradient_accumulation_steps >= 1,
+            f"gradient_accumulation_steps must be >= 1, got {self.gradient_accumulation_steps}",
+        )
+        _check(
+            self.batch_size % self.gradient_accumulation_steps == 0,
+            f"batch_size {self.batch_size} is not divisible by gradient_accumulation_steps "
+            f"{self.gradient_accumulation_steps}",
+        )
         _check(self.train_steps >= 0, f"train_steps must be >= 0, got {self.train_steps}")
         _check(
             math.isfinite(self.learning_rate) and self.learning_rate > 0,

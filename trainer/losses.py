@@ -5,13 +5,24 @@ divided by the global denominator (all-reduced), and Keras sums the replicas' gr
 Under JAX with ``keras.distribution`` the arrays are global already. Either way the loss and
 its gradient are those of one replica seeing the whole global batch.
 
+With gradient accumulation (``trainer.accumulation``) a replica's batch is split into K
+micro-batches. Each micro-batch's MLM loss is then divided by the whole batch's denominator
+over K (``micro_batch_denominator``), so the mean of the K micro-batch losses, and of their
+gradients, is the loss and gradient of the whole batch; the NSP term needs nothing, since every
+micro-batch holds the same number of examples.
+
 Shape key: B batch (per replica), P predictions per sequence, V vocabulary.
 """
 
 from __future__ import annotations
 
+import contextlib
+
 import keras
 from keras import ops
+
+# The MLM denominator of the micro-batch being traced (innermost last); empty outside one.
+_MICRO_BATCH_DENOMINATOR: list = []
 
 
 def _replica_sum(value):
@@ -28,7 +39,25 @@ def _replica_sum(value):
     return ctx.all_reduce(tf.distribute.ReduceOp.SUM, value)
 
 
-def _num_replicas() -> int:
+def mlm_denominator(weights):
+    """The MLM loss denominator of a batch: its masked positions over all replicas, plus 1e-5
+    (which guards a batch without any prediction). Not differentiated."""
+    return ops.stop_gradient(_replica_sum(ops.sum(ops.cast(weights, "float32")))) + 1e-5
+
+
+@contextlib.contextmanager
+def micro_batch_denominator(denominator):
+    """While tracing one micro-batch: ``pretraining_losses`` divides the MLM loss by
+    ``denominator`` (the whole batch's ``mlm_denominator`` over the number of micro-batches)."""
+    _MICRO_BATCH_DENOMINATOR.append(denominator)
+    try:
+        yield
+    finally:
+        _MICRO_BATCH_DENOMINATOR.pop()
+
+
+def num_replicas() -> int:
+    """Replicas of the current ``tf.distribute`` strategy (1 on JAX: arrays are global there)."""
     if keras.backend.backend() != "tensorflow":
         return 1
     import tensorflow as tf
@@ -53,8 +82,10 @@ def pretraining_losses(*, labels: dict, outputs: dict, use_nsp: bool) -> dict:
     ids = ops.cast(labels["masked_lm_ids"], "int32")
     weights = ops.cast(labels["masked_lm_weights"], "float32")
     mlm_losses = keras.losses.sparse_categorical_crossentropy(ids, mlm_logits, from_logits=True)  # [B, P]
-    # The denominator is not differentiated; 1e-5 guards a batch without any prediction.
-    denominator = ops.stop_gradient(_replica_sum(ops.sum(weights))) + 1e-5
+    if _MICRO_BATCH_DENOMINATOR:
+        denominator = _MICRO_BATCH_DENOMINATOR[-1]
+    else:
+        denominator = mlm_denominator(weights)
     loss = ops.sum(mlm_losses * weights) / denominator
     result = {
         "mlm_losses": mlm_losses,
@@ -67,7 +98,7 @@ def pretraining_losses(*, labels: dict, outputs: dict, use_nsp: bool) -> dict:
         nsp_logits = ops.cast(outputs["nsp_logits"], "float32")
         nsp_labels = ops.reshape(ops.cast(labels["next_sentence_labels"], "int32"), (-1,))  # [B]
         nsp_losses = keras.losses.sparse_categorical_crossentropy(nsp_labels, nsp_logits, from_logits=True)
-        global_batch = ops.cast(ops.shape(nsp_losses)[0] * _num_replicas(), "float32")
+        global_batch = ops.cast(ops.shape(nsp_losses)[0] * num_replicas(), "float32")
         loss = loss + ops.sum(nsp_losses) / global_batch
         result["nsp_losses"] = nsp_losses
         result["nsp_correct"] = ops.cast(

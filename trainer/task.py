@@ -109,7 +109,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--model_dir", required=True, help="checkpoints, TensorBoard logs and export/ (local or gs://)"
     )
     g.add_argument("--train_steps", type=int, default=d.train_steps)
-    g.add_argument("--batch_size", type=int, default=d.batch_size, help="global batch size")
+    g.add_argument(
+        "--batch_size", type=int, default=d.batch_size, help="global batch size of one optimizer update"
+    )
+    g.add_argument(
+        "--gradient_accumulation_steps",
+        type=int,
+        default=d.gradient_accumulation_steps,
+        help="run each batch as K micro-batches, one after the other, and apply the mean of their "
+        "gradients once (same update, activations of batch/K examples at a time)",
+    )
     g.add_argument("--learning_rate", type=float, default=d.learning_rate)
     g.add_argument("--warmup_steps", type=int, default=d.warmup_steps)
     g.add_argument("--end_learning_rate", type=float, default=d.end_learning_rate)
@@ -159,6 +168,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(
         batch_size=args.batch_size,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
         train_steps=args.train_steps,
         learning_rate=args.learning_rate,
         warmup_steps=args.warmup_steps,
@@ -307,9 +317,11 @@ def run(args: argparse.Namespace) -> dict:
     if runtime_is_chief():
         check_model_dir(args.model_dir, config, train_config)
     logger.info("backend %s on %s, %d replica(s)", runtime.backend, runtime.description, runtime.num_replicas)
-    if train_config.batch_size % runtime.num_replicas:
+    micro_batches = train_config.gradient_accumulation_steps
+    if train_config.batch_size % (runtime.num_replicas * micro_batches):
         raise ValueError(
             f"--batch_size {train_config.batch_size} is not divisible by {runtime.num_replicas} replicas"
+            + (f" x --gradient_accumulation_steps {micro_batches}" if micro_batches > 1 else "")
         )
     keras.utils.set_random_seed(train_config.seed)
     keras.mixed_precision.set_global_policy(train_config.precision)
@@ -342,6 +354,7 @@ def run(args: argparse.Namespace) -> dict:
         model = BertPretrainingModel(config, kernel_options)
         if init_weights is not None:
             model.set_named_weights(init_weights)
+        model.gradient_accumulation_steps = micro_batches
         optimizer = create_optimizer(train_config, model)
         model.compile(
             optimizer=optimizer,
@@ -549,8 +562,13 @@ class _Training:
                 raise ValueError(
                     f"{remaining} steps remain, not a multiple of --steps_per_execution {cfg.steps_per_execution}"
                 )
+            micro = cfg.gradient_accumulation_steps
             logger.info(
-                "training steps %d to %d, global batch %d", start_step + 1, cfg.train_steps, cfg.batch_size
+                "training steps %d to %d, global batch %d%s",
+                start_step + 1,
+                cfg.train_steps,
+                cfg.batch_size,
+                f" in {micro} micro-batches of {cfg.batch_size // micro}" if micro > 1 else "",
             )
             with _stop_on_sigterm(loop):
                 self.model.fit(
@@ -618,7 +636,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from trainer.distribute import prepare_environment
 
-    prepare_environment(os.environ.get("KERAS_BACKEND", "tensorflow"), args.cpu_replicas)
+    prepare_environment(os.environ.get("KERAS_BACKEND", "tensorflow"), args.cpu_replicas, args.strategy)
     from trainer.callbacks import NonFiniteLossError, StopRequested
 
     try:

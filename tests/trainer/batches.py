@@ -15,9 +15,14 @@ CONFIG = BertConfig.from_preset(
 )
 
 
-def uneven_batch(*, batch: int = 8, seq_len: int = 16, num_pred: int = 5, seed: int = 0) -> tuple[dict, dict]:
+def uneven_batch(
+    *, batch: int = 8, seq_len: int = 16, num_pred: int = 5, seed: int = 0, counts=None
+) -> tuple[dict, dict]:
     """``(features, labels)``: the first half of the batch has 1 masked position per example,
-    the second half ``num_pred``, so a per-replica mean differs from the global mean."""
+    the second half ``num_pred``, so a per-replica mean differs from the global mean.
+    ``counts`` (one per example) sets the masked positions of each example instead."""
+    if counts is None:
+        counts = [1 if b < batch // 2 else num_pred for b in range(batch)]
     rng = np.random.default_rng(seed)
     ids = rng.integers(5, CONFIG.vocab_size, size=(batch, seq_len)).astype(np.int32)
     mask = np.ones((batch, seq_len), np.int32)
@@ -25,7 +30,7 @@ def uneven_batch(*, batch: int = 8, seq_len: int = 16, num_pred: int = 5, seed: 
     positions = np.zeros((batch, num_pred), np.int32)
     weights = np.zeros((batch, num_pred), np.float32)
     for b in range(batch):
-        n = 1 if b < batch // 2 else num_pred
+        n = counts[b]
         positions[b, :n] = np.sort(rng.choice(np.arange(1, seq_len - 3), size=n, replace=False))
         weights[b, :n] = 1.0
     features = {

@@ -89,6 +89,38 @@ def test_tiny_model_trains_and_exports(data_dir, tmp_path, caplog):
     assert {("loss", 30), ("nsp_accuracy", 60)} <= tags["eval"]
 
 
+def test_gradient_accumulation_flag_gives_the_weights_of_whole_batches(data_dir, tmp_path, caplog):
+    # The same data order, no dropout: 4 micro-batches of 4 per step end where batches of 16 end.
+    base = [
+        "--data_dir", data_dir, *TINY, "--train_steps", "4", "--batch_size", "16", "--warmup_steps", "1",
+        "--learning_rate", "1e-3", "--log_every", "2", "--checkpoint_every", "4", "--eval_steps", "1",
+        "--hidden_dropout", "0", "--attention_dropout", "0",
+    ]  # fmt: skip
+    whole, micro = str(tmp_path / "whole"), str(tmp_path / "micro")
+    assert task.main([*base, "--model_dir", whole]) == 0
+    with caplog.at_level(logging.INFO, logger="trainer"):
+        assert task.main([*base, "--model_dir", micro, "--gradient_accumulation_steps", "4"]) == 0
+    assert "training steps 1 to 4, global batch 16 in 4 micro-batches of 4" in caplog.text
+    _, expected, expected_state = load_export(os.path.join(whole, "export"))
+    _, got, state = load_export(os.path.join(micro, "export"))
+    assert state["step"] == expected_state["step"] == 4
+    assert state["examples_seen"] == expected_state["examples_seen"] == 64
+    initial_dir = str(tmp_path / "initial")
+    assert task.main([*base, "--model_dir", initial_dir, "--train_steps", "0"]) == 0  # same seed, no step
+    _, initial, _ = load_export(os.path.join(initial_dir, "export"))
+    assert max(float(np.max(np.abs(expected[k] - w))) for k, w in initial.items()) > 1e-3
+    for name, value in expected.items():
+        np.testing.assert_allclose(got[name], value, atol=2e-6, rtol=0, err_msg=name)
+
+    # A batch that does not split into the micro-batches is refused before any work.
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="trainer"):
+        code = task.main([*base, "--model_dir", str(tmp_path / "bad"), "--gradient_accumulation_steps", "3"])
+    assert code == 1
+    assert "batch_size 16 is not divisible by gradient_accumulation_steps 3" in caplog.text
+    assert not os.path.exists(tmp_path / "bad" / "checkpoints")
+
+
 def test_datasets_run_without_the_autotune_thread(data_dir, tmp_path):
     # The datasets fit and evaluate get: without tf.data's autotuning thread, whose lost wake-up
     # made deleting their iterators (as fit and evaluate return) wait up to 60 s.

@@ -1,0 +1,48 @@
+"""Gradient accumulation (``trainer.accumulation``): K micro-batches give the update of the batch."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _run(backend: str) -> dict:
+    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.trainer.accumulation_run"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")][-1]
+    return json.loads(line[len("RESULT ") :])
+
+
+@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
+def test_micro_batches_give_the_update_and_metrics_of_the_whole_batch(backend):
+    result = _run(backend)
+    assert result["backend"] == backend
+    assert result["max_update"] > 1e-3  # two AdamW steps at lr 1e-3 moved the weights
+    assert set(result["runs"]) == {"k2", "k4", "k2_replicas2"}
+    for name, run in result["runs"].items():
+        # Unequal masked positions per micro-batch: a per-micro-batch MLM mean would be off by
+        # ~4e-3 here; the whole batch's denominator leaves float32 summation order only.
+        assert run["max_diff"] < 1e-6, (name, run)
+        for key, value in result["reference_logs"].items():
+            assert run["logs"][key] == pytest.approx(value, abs=2e-6), (name, key)
+    dropout = result["dropout"]
+    assert dropout["k2_vs_k1"] > 1e-4  # other masks, other update
+    # Every dropout seed state advanced twice as far: each micro-batch drew its own masks.
+    k1, k2 = dropout["seed_states_k1"], dropout["seed_states_k2"]
+    assert len(k1) == len(k2) > 0
+    for (seed1, count1), (seed2, count2) in zip(k1, k2, strict=True):
+        assert seed1 == seed2 and count2 == 2 * count1 > 0
