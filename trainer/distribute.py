@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import sys
 
 logger = logging.getLogger("trainer")
 
@@ -63,11 +64,22 @@ def gpu_has_bf16(compute_capability) -> bool:
         return False
 
 
-def prepare_environment(backend: str, cpu_replicas: int) -> None:
-    """Sets what must be set before the backend starts (JAX host device count)."""
-    if backend == "jax" and cpu_replicas > 1:
+def prepare_environment(backend: str, cpu_replicas: int, strategy: str = "auto") -> None:
+    """Sets what must be set before the backend starts: the JAX host device count, and on JAX
+    with ``--strategy cpu`` the CPU as JAX's only platform, so that no array of the job (model,
+    optimizer, batches, kernel probes) lands on an accelerator of the machine."""
+    if backend != "jax":
+        return
+    if cpu_replicas > 1:
         flag = f"--xla_force_host_platform_device_count={cpu_replicas}"
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + flag).strip()
+    if strategy == "cpu":
+        previous = os.environ.get("JAX_PLATFORMS", "")
+        if previous and previous != "cpu":
+            logger.info("--strategy cpu: JAX_PLATFORMS=%s replaced by cpu", previous)
+        os.environ["JAX_PLATFORMS"] = "cpu"
+        if "jax" in sys.modules:  # already imported: its config read the variable at import
+            sys.modules["jax"].config.update("jax_platforms", "cpu")
 
 
 def create_runtime(*, strategy: str, tpu: str | None, cpu_replicas: int, jit_compile: bool) -> Runtime:
@@ -143,12 +155,15 @@ def _jax_runtime(strategy: str, cpu_replicas: int, jit_compile: bool) -> Runtime
     if strategy == "tpu":
         # Multi-host pods: every host joins before any device is touched.
         keras.distribution.initialize()
-    if strategy == "cpu":
-        devices = jax.devices("cpu")
-    elif strategy in ("tpu", "gpu"):
-        devices = jax.devices(strategy)
-    else:
-        devices = jax.devices()
+    try:
+        devices = jax.devices(None if strategy == "auto" else strategy)
+    except (RuntimeError, AssertionError) as e:
+        platforms = os.environ.get("JAX_PLATFORMS")
+        raise ValueError(
+            f"--strategy {strategy}: JAX has no usable {'device' if strategy == 'auto' else strategy + ' device'}"
+            + (f" (JAX_PLATFORMS={platforms})" if platforms else "")
+            + f": {type(e).__name__}: {e}"
+        ) from e
     if cpu_replicas > 1 and len(devices) != cpu_replicas:
         raise ValueError(
             f"--cpu_replicas {cpu_replicas}: JAX sees {len(devices)} devices (set XLA_FLAGS before start)"

@@ -1,10 +1,18 @@
-"""``trainer.distribute``: which devices count as bfloat16-capable for ``--precision auto``."""
+"""``trainer.distribute``: which devices count as bfloat16-capable for ``--precision auto``, and
+which platform a JAX job runs on."""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from trainer import distribute
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize(
@@ -27,3 +35,30 @@ def test_gpu_has_bf16_from_compute_capability(capability, expected):
 def test_cpu_runtime_keeps_float32_for_auto():
     runtime = distribute.create_runtime(strategy="cpu", tpu=None, cpu_replicas=0, jit_compile=True)
     assert (runtime.platform, runtime.bf16, runtime.num_replicas) == ("cpu", False, 1)
+
+
+def _jax_task(tmp_path, *extra: str) -> subprocess.CompletedProcess:
+    # JAX_PLATFORMS names a platform this machine lacks, as a GPU-less run of a job script made
+    # for a GPU machine would.
+    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cuda"}
+    argv = [
+        sys.executable, "-m", "trainer.task", "--synthetic_data", "--vocab_size", "100", "--model_size", "tiny",
+        "--batch_size", "4", "--train_steps", "2", "--log_every", "2", "--checkpoint_every", "2",
+        "--eval_steps", "1", "--model_dir", str(tmp_path / "model"), *extra,
+    ]  # fmt: skip
+    return subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_jax_strategy_cpu_puts_the_job_on_the_cpu_whatever_jax_platforms_says(tmp_path):
+    proc = _jax_task(tmp_path, "--strategy", "cpu")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "--strategy cpu: JAX_PLATFORMS=cuda replaced by cpu" in proc.stdout
+    assert "backend jax on JAX cpu x1 over 1 host(s)" in proc.stdout
+    assert os.path.exists(tmp_path / "model" / "export" / "bert_config.json")
+
+
+def test_jax_without_a_usable_device_is_a_clear_error(tmp_path):
+    proc = _jax_task(tmp_path)
+    assert proc.returncode == 1
+    assert "--strategy auto: JAX has no usable device (JAX_PLATFORMS=cuda)" in proc.stdout
+    assert "Traceback" not in proc.stdout + proc.stderr
