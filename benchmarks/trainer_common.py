@@ -245,7 +245,9 @@ RUNS = {
     "keras_jax_xla": ("keras_jax", {"attention_impl": "xla"}),
     "keras_jax_rbg": ("keras_jax", {"dropout_rng": "rbg"}),
     "keras_jax_noattndrop": ("keras_jax", {"attention_probs_dropout_prob": 0.0}),
+    "keras_jax_accum4": ("keras_jax", {"gradient_accumulation_steps": 4}),
     "keras_tf": ("keras_tf", {}),
+    "keras_tf_accum4": ("keras_tf", {"gradient_accumulation_steps": 4}),
     "torch_gathered": ("torch", {"mlm": "gathered"}),
     "torch_full": ("torch", {"mlm": "full"}),
     "torch_gathered_noattndrop": ("torch", {"mlm": "gathered", "attention_probs_dropout_prob": 0.0}),
@@ -330,6 +332,10 @@ def _batches(spec: BenchSpec, count: int = 4) -> list:
 
 
 def _finish(spec: BenchSpec, config: BertConfig, timing: dict, extra: dict) -> dict:
+    import resource
+
+    # The worker's peak resident memory (Linux: KiB): the host side of a GPU run, everything on CPU.
+    extra.setdefault("peak_rss_gib", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
     counts = step_flops(
         config, batch_size=spec.batch_size, seq_length=spec.seq_length, max_predictions=spec.max_predictions
     )
@@ -381,6 +387,7 @@ def _keras_setup(spec: BenchSpec, overrides: dict):
             options, config=config, seq_len=spec.seq_length, dtype=keras.config.dtype_policy().compute_dtype
         )
     model = BertPretrainingModel(config, options)
+    model.gradient_accumulation_steps = overrides.get("gradient_accumulation_steps", 1)
     # The trainer's optimizer: AdamW (no decay on LayerNorm and biases), global-norm clip 1.0;
     # no warmup, so that the learning rate is ~1e-4 from the start, as on the PyTorch side.
     train_config = TrainConfig(
@@ -612,6 +619,7 @@ def table(results: list[dict]) -> str:
     """The final short table: one row per run."""
     rows = [
         "run                         ex/s   step ms   best ms  TFLOP/s  MFU     loss    first step s  wall s"
+        "  peak GiB"
     ]
     for r in results:
         if "error" in r:
@@ -622,8 +630,18 @@ def table(results: list[dict]) -> str:
             f"{r['run']:<26} {r['examples_per_s']:>6.1f} {1e3 * r['step_time_s']:>9.2f} "
             f"{1e3 * r['step_time_min_s']:>9.2f} {r['achieved_tflops']:>8.2f}  "
             f"{mfu:<7} {r['loss']:<7.3f} {r['first_step_s']:>12.1f} {r['wall_s']:>7.0f}"
+            f"  {_peak_memory(r)}"
         )
     return "\n".join(rows)
+
+
+def _peak_memory(result: dict) -> str:
+    """The device's peak (GPU runs) or else the worker's peak RSS, in GiB."""
+    if result.get("peak_memory_gib") is not None:
+        return f"{result['peak_memory_gib']:.2f} dev"
+    if result.get("peak_rss_gib") is not None:
+        return f"{result['peak_rss_gib']:.2f} rss"
+    return "n/a"
 
 
 def add_common_flags(parser, **defaults) -> None:

@@ -13,9 +13,15 @@ CPU baseline). MFU is the model's matrix-product FLOPs (``trainer.flops``) over 
 Runs (``--runs``, then ``--optional_runs`` while ``--time_budget_s`` allows):
   keras_tf             our model and train step, TensorFlow backend, XLA
   keras_jax            the same model on the JAX backend (Keras' jitted JAX train_step)
+  keras_tf_accum4, keras_jax_accum4
+                       the same step with --gradient_accumulation_steps 4 (4 micro-batches in
+                       the compiled step): the cost of the loop, and the peak memory it saves
   torch_gathered_eager HF BertForPreTraining modules, MLM head on the P masked positions (our FLOPs)
   torch_full_eager     the stock HF model (MLM head on all L positions)
   torch_gathered       torch_gathered_eager under torch.compile
+
+Each worker reports its peak resident memory (``peak GiB ... rss``): model, optimizer and the
+step's activations, since everything lives in host memory on a CPU.
 
 The default peak, 0.332 TFLOP/s, is 2 cores x 2.6 GHz x 64 float32 FLOP per cycle (two 512-bit
 FMA pipes, AMD Zen 5 at its base clock); pass ``--peak_tflops`` for another machine.
