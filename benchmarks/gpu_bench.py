@@ -22,6 +22,9 @@ Runs (``--runs``, in order; each of ``--optional_runs`` starts only while ``--ti
                         the trainer's default kernels (cuDNN fused attention with dropout on a GPU)
   keras_jax_xla         keras_jax with attention in XLA (--attention_impl xla: probabilities materialised)
   keras_jax_rbg         keras_jax with dropout masks from XLA's RngBitGenerator (--dropout_rng rbg)
+  keras_jax_gelu_tanh   keras_jax with the tanh GELU (--hidden_act gelu_new, original BERT's) and
+                        XLA_FLAGS=--xla_gpu_enable_cublaslt=true: XLA can then put bias + GELU into
+                        the cuBLASLt matrix product's epilogue (the exact GELU has no such epilogue)
   torch_gathered        HF BertForPreTraining modules, bf16 autocast, torch.compile, MLM head on P positions
   torch_full            the stock HF model: MLM head on all L positions (its extra FLOPs are not counted)
   keras_jax_noattndrop  keras_jax with attention-probability dropout 0
@@ -65,7 +68,7 @@ def main(argv=None) -> int:
         device="gpu",
         precision="bf16",
         runs="keras_jax,torch_gathered,keras_jax_xla",
-        optional_runs="keras_jax_rbg,torch_full,keras_jax_noattndrop,torch_gathered_noattndrop",
+        optional_runs="keras_jax_rbg,keras_jax_gelu_tanh,torch_full,keras_jax_noattndrop,torch_gathered_noattndrop",
         time_budget_s=330,
         optional_run_estimate_s=80,
         run_timeout_s=170,

@@ -25,7 +25,7 @@ if command -v nvidia-smi >/dev/null; then
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 fi
 KERAS_BACKEND=jax python3 -m benchmarks.gpu_bench --size base --batch_size 256 \
-    --runs keras_jax,keras_jax_xla,torch_gathered --optional_runs keras_jax_rbg,torch_full \
+    --runs keras_jax,keras_jax_xla,torch_gathered --optional_runs keras_jax_rbg,keras_jax_gelu_tanh,torch_full \
     --large_batch_runs keras_jax --large_batch_size 512 \
     --time_budget_s 480 --optional_run_estimate_s 70 --run_timeout_s 150 --profile_steps 5 \
     --out "$OUT/gpu_bench.json" "$@" 2>&1 | tee "$OUT/gpu_bench.log" || echo "gpu_bench exited with $?"

@@ -245,6 +245,10 @@ RUNS = {
     "keras_jax_xla": ("keras_jax", {"attention_impl": "xla"}),
     "keras_jax_rbg": ("keras_jax", {"dropout_rng": "rbg"}),
     "keras_jax_noattndrop": ("keras_jax", {"attention_probs_dropout_prob": 0.0}),
+    "keras_jax_gelu_tanh": (
+        "keras_jax",
+        {"hidden_act": "gelu_new", "xla_flags": "--xla_gpu_enable_cublaslt=true"},
+    ),
     "keras_jax_accum4": ("keras_jax", {"gradient_accumulation_steps": 4}),
     "keras_tf": ("keras_tf", {}),
     "keras_tf_accum4": ("keras_tf", {"gradient_accumulation_steps": 4}),
@@ -316,7 +320,7 @@ class BenchSpec:
 
 
 def _config(spec: BenchSpec, overrides: dict) -> BertConfig:
-    model_overrides = {k: v for k, v in overrides.items() if k.endswith("dropout_prob")}
+    model_overrides = {k: v for k, v in overrides.items() if k.endswith("dropout_prob") or k == "hidden_act"}
     return BertConfig.from_preset(spec.size, vocab_size=spec.vocab_size, **model_overrides)
 
 
@@ -420,6 +424,8 @@ def run_keras_jax(spec: BenchSpec, overrides: dict) -> dict:
         sys.modules["tensorflow"] = None  # any `import tensorflow` now raises ImportError
     if spec.device == "cpu":
         os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    if overrides.get("xla_flags"):  # before JAX starts; recorded as xla_flags in the result
+        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {overrides['xla_flags']}".strip()
     import jax
     import keras
 
