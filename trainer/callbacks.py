@@ -30,6 +30,29 @@ def _floats(logs: dict | None) -> dict[str, float]:
     return {k: float(np.asarray(v)) for k, v in (logs or {}).items()}
 
 
+class DeferredLogsCallbackList(keras.callbacks.CallbackList):
+    """``fit``'s callback list, handing each step's logs on as the step returned them.
+
+    Keras's own list turns every step's logs into Python floats before any callback sees them
+    (``pythonify_logs``), and reading a value waits for the step to finish on the device: the
+    host then prepares and dispatches the next step only after the device went idle. Here the
+    logs stay device values (JAX arrays, TensorFlow tensors), and ``TrainingLoop`` reads them
+    only at its own boundaries (progress, evaluation, checkpoint, stop), so in between the host
+    queues steps ahead of the device.
+    """
+
+    def on_train_batch_end(self, batch, logs=None):
+        for callback in self.callbacks:
+            callback.on_train_batch_end(batch, logs)
+
+
+def fit_callbacks(loop: TrainingLoop, *, model, steps: int, extra=()) -> DeferredLogsCallbackList:
+    """The callback list for ``model.fit`` of ``steps`` steps driven by ``loop`` (then ``extra``)."""
+    return DeferredLogsCallbackList(
+        [loop, *extra], add_history=True, model=model, verbose=0, epochs=1, steps=steps
+    )
+
+
 class SummaryWriter:
     """TensorBoard scalars through ``tf.summary``; does nothing where TensorFlow is absent."""
 

@@ -538,7 +538,7 @@ class _Training:
         logger.info("saved checkpoint at step %d in %.1f s", step, time.perf_counter() - t)
 
     def train(self, start_step: int) -> dict:
-        from trainer.callbacks import StopRequested, SummaryWriter, TrainingLoop, log_eval
+        from trainer.callbacks import StopRequested, SummaryWriter, TrainingLoop, fit_callbacks, log_eval
         from trainer.optimization import make_schedule
 
         cfg = self.cfg
@@ -575,7 +575,7 @@ class _Training:
                     self.train_dataset(start_step),
                     epochs=1,
                     steps_per_epoch=remaining,
-                    callbacks=[loop],
+                    callbacks=fit_callbacks(loop, model=self.model, steps=remaining),
                     shuffle=False,  # the dataset shuffles itself
                     verbose=0,
                 )

@@ -1,0 +1,66 @@
+"""``trainer.callbacks``: the training loop's callback list leaves the step logs on the device."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from tests.trainer.batches import CONFIG, uneven_batch
+from trainer.bert_model import BertPretrainingModel
+from trainer.callbacks import TrainingLoop, fit_callbacks
+from trainer.config import TrainConfig
+from trainer.optimization import create_optimizer, make_schedule
+
+
+class _Recorder(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.losses = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.losses.append(logs["loss"])
+
+
+def _fit(callbacks_for) -> tuple[TrainingLoop, _Recorder]:
+    keras.utils.set_random_seed(0)
+    model = BertPretrainingModel(CONFIG)
+    config = TrainConfig(learning_rate=1e-3, warmup_steps=0, train_steps=6)
+    model.compile(optimizer=create_optimizer(config, model))
+    loop = TrainingLoop(
+        initial_step=0,
+        global_batch_size=8,
+        log_every=3,
+        eval_every=0,
+        checkpoint_every=6,
+        schedule=make_schedule(config),
+    )
+    recorder = _Recorder()
+    features, labels = uneven_batch()
+    repeated = [{k: np.concatenate([v] * 6) for k, v in part.items()} for part in (features, labels)]
+    model.fit(
+        *repeated,
+        batch_size=8,
+        epochs=1,
+        shuffle=False,
+        verbose=0,
+        callbacks=callbacks_for(loop, recorder, model),
+    )
+    return loop, recorder
+
+
+def test_step_logs_reach_the_callbacks_unconverted_and_the_loop_reads_them_at_its_boundaries():
+    def deferred(loop, recorder, model):
+        return fit_callbacks(loop, model=model, steps=6, extra=[recorder])
+
+    loop, recorder = _fit(deferred)
+    # No step's logs were turned into Python floats on the way (that would wait for the step).
+    assert len(recorder.losses) == 6
+    assert not any(isinstance(v, float) for v in recorder.losses)
+    # The loop read the last progress window (steps 4-6) itself, as floats.
+    assert isinstance(loop.last_train_metrics["loss"], float)
+    assert loop.last_train_metrics["loss"] == float(np.asarray(recorder.losses[-1]))
+
+    # Keras's own list hands every step's logs over as Python floats; the same training.
+    default_loop, default_recorder = _fit(lambda loop, recorder, model: [loop, recorder])
+    assert all(isinstance(v, float) for v in default_recorder.losses)
+    assert default_loop.last_train_metrics == loop.last_train_metrics
