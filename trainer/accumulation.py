@@ -17,6 +17,12 @@ carried through the loop).
 Micro-batch ``m`` takes the examples ``m, m + K, m + 2K, ...`` of the batch: on JAX with a
 data-parallel mesh the batch axis is split over devices in contiguous blocks, and this choice
 gives every device an equal part of every micro-batch without moving data.
+
+Cost on several devices: on TensorFlow each replica sums its micro-batches' gradients locally
+and the replicas' sums are all-reduced once, in the optimizer, as without accumulation. On a
+JAX mesh the running sum is a replicated value, so XLA all-reduces the gradients inside the
+loop, once per micro-batch: K all-reduces per step instead of one. Accumulation is meant for
+a batch that does not fit the devices; where it does fit, run it whole.
 """
 
 from __future__ import annotations
@@ -113,7 +119,9 @@ def _tf_train_step(model, steps: int, data):
         return i + 1, grad_sum, loss_sum + loss
 
     start = (tf.constant(0), [tf.zeros_like(v.value) for v in variables], tf.constant(0.0))
-    _, grad_sum, loss_sum = tf.while_loop(lambda i, *_: i < steps, one, start)
+    # One micro-batch at a time: with parallel iterations the next forward pass would start
+    # while the last backward pass still holds its activations.
+    _, grad_sum, loss_sum = tf.while_loop(lambda i, *_: i < steps, one, start, parallel_iterations=1)
     loss = loss_sum / steps
     # As Keras's TensorFlow train_step: the tracker gets the loss of the global batch (this
     # replica's share times the replicas) weighted by this replica's examples.

@@ -8,6 +8,7 @@ every period is a multiple of k (``TrainConfig`` checks this).
 
 from __future__ import annotations
 
+import collections
 import logging
 import math
 import time
@@ -94,6 +95,11 @@ class TrainingLoop(keras.callbacks.Callback):
     3. Every ``checkpoint_every`` steps: check loss and weights are finite, save a checkpoint.
     4. After ``request_stop`` (a SIGTERM): save a checkpoint and end ``fit``.
 
+    Between those steps it reads nothing, so that the host can queue executions ahead of the
+    device (``DeferredLogsCallbackList``); it only waits for the execution
+    ``MAX_EXECUTIONS_AHEAD`` back, which bounds how far ahead the host runs (and how many
+    input batches wait on the device).
+
     Args:
         initial_step: the optimizer step at which this ``fit`` starts.
         global_batch_size: examples per step, over all replicas and hosts.
@@ -103,6 +109,8 @@ class TrainingLoop(keras.callbacks.Callback):
         save_checkpoint: ``fn(step, train_metrics)`` that writes a checkpoint, or None.
         summaries: the TensorBoard writer.
     """
+
+    MAX_EXECUTIONS_AHEAD = 8
 
     def __init__(
         self,
@@ -133,6 +141,7 @@ class TrainingLoop(keras.callbacks.Callback):
         self.stop_signal: int | None = None
         self.stopped_at: int | None = None
         self._window_start = (time.perf_counter(), initial_step)
+        self._in_flight: collections.deque = collections.deque()
 
     def request_stop(self, signum: int) -> None:
         """Asks the loop to save a checkpoint and stop at the next execution boundary."""
@@ -158,7 +167,12 @@ class TrainingLoop(keras.callbacks.Callback):
         do_ckpt = step % self.checkpoint_every == 0 and self.save_checkpoint is not None
         do_stop = self.stop_signal is not None
         if not (do_log or do_eval or do_ckpt or do_stop):
+            if logs and "loss" in logs:
+                self._in_flight.append(logs["loss"])
+                if len(self._in_flight) > self.MAX_EXECUTIONS_AHEAD:
+                    np.asarray(self._in_flight.popleft())  # waits for that execution only
             return
+        self._in_flight.clear()
         values = _floats(logs)
         self._check_finite(values)
         model = self.model  # on JAX, this writes the training state back into the variables

@@ -6,7 +6,9 @@ Usage: python -m tests.trainer.accumulation_run
 From the same weights, a batch of 8 whose examples hold unequal numbers of masked positions
 (so every split into micro-batches or replicas has unequal MLM denominators) trains two AdamW
 steps (global-norm clipping, weight decay): once whole (the reference), then with 2 and 4
-micro-batches, and with 2 micro-batches on 2 replicas (TensorFlow: MirroredStrategy over two logical CPU devices; JAX: a
+micro-batches, and with 2 micro-batches on 2 replicas. Then plain SGD, alone and behind a
+loss-scale optimizer, whole and with 4 micro-batches: there the update is the gradient itself,
+so any error in its scale shows (TensorFlow: MirroredStrategy over two logical CPU devices; JAX: a
 DataParallel mesh over two host devices). Also reported: the metrics of each run, and the
 dropout seed states of a run with dropout: one draw per micro-batch means fresh masks for each.
 """
@@ -55,13 +57,27 @@ def _scope(replicas: int):
     return contextlib.nullcontext()
 
 
-def train(initial: dict, *, steps: int, replicas: int, config) -> dict:
+def _optimizer(name: str, model):
+    import keras
+
+    from trainer.config import TrainConfig
+    from trainer.optimization import create_optimizer
+
+    if name == "adamw":  # the trainer's: clipping and Adam's normalisation hide a scale error
+        config = TrainConfig(optimizer="adamw", learning_rate=1e-3, warmup_steps=0, train_steps=100)
+        return create_optimizer(config, model)
+    if name == "sgd":  # the update is the gradient: a wrong scale shows in full
+        return keras.optimizers.SGD(learning_rate=0.5)
+    if name == "sgd_loss_scale":  # as under mixed_float16: scaled loss, unscaled gradient
+        return keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(learning_rate=0.5))
+    raise ValueError(name)
+
+
+def train(initial: dict, *, steps: int, replicas: int, config, optimizer: str = "adamw") -> dict:
     import keras
 
     from tests.trainer.batches import uneven_batch
     from trainer.bert_model import BertPretrainingModel
-    from trainer.config import TrainConfig
-    from trainer.optimization import create_optimizer
 
     features, labels = uneven_batch(counts=COUNTS)
     keras.utils.set_random_seed(1)
@@ -69,9 +85,8 @@ def train(initial: dict, *, steps: int, replicas: int, config) -> dict:
         model = BertPretrainingModel(config)
         model.set_named_weights(initial)
         model.gradient_accumulation_steps = steps
-        train_config = TrainConfig(optimizer="adamw", learning_rate=1e-3, warmup_steps=0, train_steps=100)
         # jit_compile on TensorFlow, except over logical CPU devices (XLA refuses their variables).
-        model.compile(optimizer=create_optimizer(train_config, model), jit_compile=replicas == 1)
+        model.compile(optimizer=_optimizer(optimizer, model), jit_compile=replicas == 1)
     if BACKEND == "tensorflow":
         import tensorflow as tf
 
@@ -111,6 +126,17 @@ def main() -> None:
                 float(np.max(np.abs(run["weights"][k] - reference["weights"][k]))) for k in initial
             ),
             "logs": run["logs"],
+        }
+    # Plain SGD (and SGD behind a loss-scale optimizer): the update is the mean gradient itself.
+    for optimizer in ("sgd", "sgd_loss_scale"):
+        whole, micro = (
+            train(initial, steps=k, replicas=1, config=CONFIG, optimizer=optimizer) for k in (1, 4)
+        )
+        result[optimizer] = {
+            "max_update": max(float(np.max(np.abs(whole["weights"][k] - initial[k]))) for k in initial),
+            "max_diff": max(
+                float(np.max(np.abs(micro["weights"][k] - whole["weights"][k]))) for k in initial
+            ),
         }
     # With dropout: the dropout seed states advance once per micro-batch (fresh masks for
     # each), as twice as many whole-batch steps would advance them.

@@ -39,6 +39,11 @@ def test_micro_batches_give_the_update_and_metrics_of_the_whole_batch(backend):
         assert run["max_diff"] < 1e-6, (name, run)
         for key, value in result["reference_logs"].items():
             assert run["logs"][key] == pytest.approx(value, abs=2e-6), (name, key)
+    # SGD: the update is the mean gradient, so a gradient summed instead of averaged, or scaled
+    # loss left scaled, would be off by a factor (4x here: a difference near 1, not 1e-7).
+    for optimizer in ("sgd", "sgd_loss_scale"):
+        assert result[optimizer]["max_update"] > 0.1, optimizer
+        assert result[optimizer]["max_diff"] < 1e-6, (optimizer, result[optimizer])
     dropout = result["dropout"]
     assert dropout["k2_vs_k1"] > 1e-4  # other masks, other update
     # Every dropout seed state advanced twice as far: each micro-batch drew its own masks.

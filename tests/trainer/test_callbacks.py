@@ -13,12 +13,17 @@ from trainer.optimization import create_optimizer, make_schedule
 
 
 class _Recorder(keras.callbacks.Callback):
-    def __init__(self):
+    """Runs after the loop: the logs it got, and how many executions the loop left in flight."""
+
+    def __init__(self, loop: TrainingLoop):
         super().__init__()
+        self.loop = loop
         self.losses = []
+        self.in_flight = []
 
     def on_train_batch_end(self, batch, logs=None):
         self.losses.append(logs["loss"])
+        self.in_flight.append(len(self.loop._in_flight))
 
 
 def _fit(callbacks_for) -> tuple[TrainingLoop, _Recorder]:
@@ -34,7 +39,8 @@ def _fit(callbacks_for) -> tuple[TrainingLoop, _Recorder]:
         checkpoint_every=6,
         schedule=make_schedule(config),
     )
-    recorder = _Recorder()
+    loop.MAX_EXECUTIONS_AHEAD = 1
+    recorder = _Recorder(loop)
     features, labels = uneven_batch()
     repeated = [{k: np.concatenate([v] * 6) for k, v in part.items()} for part in (features, labels)]
     model.fit(
@@ -56,6 +62,8 @@ def test_step_logs_reach_the_callbacks_unconverted_and_the_loop_reads_them_at_it
     # No step's logs were turned into Python floats on the way (that would wait for the step).
     assert len(recorder.losses) == 6
     assert not any(isinstance(v, float) for v in recorder.losses)
+    # Between progress lines (every 3 steps) the loop waits only for the execution one back.
+    assert recorder.in_flight == [1, 1, 0, 1, 1, 0]
     # The loop read the last progress window (steps 4-6) itself, as floats.
     assert isinstance(loop.last_train_metrics["loss"], float)
     assert loop.last_train_metrics["loss"] == float(np.asarray(recorder.losses[-1]))
