@@ -39,6 +39,18 @@ def without_autotune_thread(ds: tf.data.Dataset) -> tf.data.Dataset:
     return ds.with_options(options)
 
 
+def keep_off_gpus() -> list[str]:
+    """Hides the GPUs from TensorFlow, where it only reads data for JAX; returns their names.
+
+    TensorFlow's first operation would otherwise claim nearly all of each GPU's memory, which
+    JAX (also preallocating) then lacks. Must run before TensorFlow starts its runtime.
+    """
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        tf.config.set_visible_devices([], "GPU")
+    return [d.name for d in gpus]
+
+
 def feature_spec(spec: DataSpec) -> dict:
     seq, pred = spec.max_seq_length, spec.max_predictions_per_seq
     return {

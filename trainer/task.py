@@ -323,6 +323,13 @@ def run(args: argparse.Namespace) -> dict:
             f"--batch_size {train_config.batch_size} is not divisible by {runtime.num_replicas} replicas"
             + (f" x --gradient_accumulation_steps {micro_batches}" if micro_batches > 1 else "")
         )
+    if runtime.backend == "jax" and spec is not None and not args.synthetic_data and _tensorflow_importable():
+        # Before anything starts TensorFlow's runtime (set_random_seed seeds it too).
+        from trainer.input_pipeline import keep_off_gpus
+
+        hidden = keep_off_gpus()
+        if hidden:
+            logger.info("TensorFlow reads the data on the CPU: %s hidden from it", ", ".join(hidden))
     keras.utils.set_random_seed(train_config.seed)
     keras.mixed_precision.set_global_policy(train_config.precision)
 
