@@ -8,7 +8,7 @@ From the same weights, a batch of 8 whose examples hold unequal numbers of maske
 steps (global-norm clipping, weight decay): once whole (the reference), then with 2 and 4
 micro-batches, and with 2 micro-batches on 2 replicas. Then plain SGD, alone and behind a
 loss-scale optimizer, whole and with 4 micro-batches: there the update is the gradient itself,
-so any error in its scale shows (TensorFlow: MirroredStrategy over two logical CPU devices; JAX: a
+so any error in its scale shows; and SGD under ``mixed_bfloat16``, whole and with 4 micro-batches (TensorFlow: MirroredStrategy over two logical CPU devices; JAX: a
 DataParallel mesh over two host devices). Also reported: the metrics of each run, and the
 dropout seed states of a run with dropout: one draw per micro-batch means fresh masks for each.
 """
@@ -73,7 +73,9 @@ def _optimizer(name: str, model):
     raise ValueError(name)
 
 
-def train(initial: dict, *, steps: int, replicas: int, config, optimizer: str = "adamw") -> dict:
+def train(
+    initial: dict, *, steps: int, replicas: int, config, optimizer: str = "adamw", policy: str = "float32"
+) -> dict:
     import keras
 
     from tests.trainer.batches import uneven_batch
@@ -81,6 +83,7 @@ def train(initial: dict, *, steps: int, replicas: int, config, optimizer: str = 
 
     features, labels = uneven_batch(counts=COUNTS)
     keras.utils.set_random_seed(1)
+    keras.mixed_precision.set_global_policy(policy)
     with _scope(replicas):
         model = BertPretrainingModel(config)
         model.set_named_weights(initial)
@@ -96,6 +99,7 @@ def train(initial: dict, *, steps: int, replicas: int, config, optimizer: str = 
         repeated = {k: np.concatenate([v, v]) for k, v in features.items()}
         repeated_labels = {k: np.concatenate([v, v]) for k, v in labels.items()}
         history = model.fit(repeated, repeated_labels, batch_size=8, epochs=1, verbose=0, shuffle=False)
+    keras.mixed_precision.set_global_policy("float32")
     logs = {k: float(v[-1]) for k, v in history.history.items()}
     seeds = [
         np.asarray(keras.ops.convert_to_numpy(v)) for v in model.non_trainable_variables if "seed" in v.path
@@ -138,6 +142,19 @@ def main() -> None:
                 float(np.max(np.abs(micro["weights"][k] - whole["weights"][k]))) for k in initial
             ),
         }
+    # bfloat16 compute: 4 micro-batches against the whole batch, both in bf16, next to the
+    # rounding of bf16 itself (the whole batch in bf16 against float32).
+    f32, bf16, bf16_k4 = (
+        train(initial, steps=k, replicas=1, config=CONFIG, optimizer="sgd", policy=p)
+        for k, p in ((1, "float32"), (1, "mixed_bfloat16"), (4, "mixed_bfloat16"))
+    )
+    result["bf16"] = {
+        "max_update": max(float(np.max(np.abs(f32["weights"][k] - initial[k]))) for k in initial),
+        "bf16_vs_float32": max(
+            float(np.max(np.abs(bf16["weights"][k] - f32["weights"][k]))) for k in initial
+        ),
+        "k4_vs_k1": max(float(np.max(np.abs(bf16_k4["weights"][k] - bf16["weights"][k]))) for k in initial),
+    }
     # With dropout: the dropout seed states advance once per micro-batch (fresh masks for
     # each), as twice as many whole-batch steps would advance them.
     dropout = dataclasses.replace(CONFIG, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
