@@ -17,12 +17,20 @@ Shape key: B batch (per replica), P predictions per sequence, V vocabulary.
 from __future__ import annotations
 
 import contextlib
+import threading
 
 import keras
 from keras import ops
 
-# The MLM denominator of the micro-batch being traced (innermost last); empty outside one.
-_MICRO_BATCH_DENOMINATOR: list = []
+# The MLM denominator of the micro-batch being traced, per thread (tf.distribute traces each
+# replica's step in a thread of its own); innermost last, empty outside a micro-batch.
+_MICRO_BATCH = threading.local()
+
+
+def _micro_batch_denominators() -> list:
+    if not hasattr(_MICRO_BATCH, "denominators"):
+        _MICRO_BATCH.denominators = []
+    return _MICRO_BATCH.denominators
 
 
 def _replica_sum(value):
@@ -49,11 +57,12 @@ def mlm_denominator(weights):
 def micro_batch_denominator(denominator):
     """While tracing one micro-batch: ``pretraining_losses`` divides the MLM loss by
     ``denominator`` (the whole batch's ``mlm_denominator`` over the number of micro-batches)."""
-    _MICRO_BATCH_DENOMINATOR.append(denominator)
+    stack = _micro_batch_denominators()
+    stack.append(denominator)
     try:
         yield
     finally:
-        _MICRO_BATCH_DENOMINATOR.pop()
+        stack.pop()
 
 
 def num_replicas() -> int:
@@ -82,8 +91,9 @@ def pretraining_losses(*, labels: dict, outputs: dict, use_nsp: bool) -> dict:
     ids = ops.cast(labels["masked_lm_ids"], "int32")
     weights = ops.cast(labels["masked_lm_weights"], "float32")
     mlm_losses = keras.losses.sparse_categorical_crossentropy(ids, mlm_logits, from_logits=True)  # [B, P]
-    if _MICRO_BATCH_DENOMINATOR:
-        denominator = _MICRO_BATCH_DENOMINATOR[-1]
+    stack = _micro_batch_denominators()
+    if stack:
+        denominator = stack[-1]
     else:
         denominator = mlm_denominator(weights)
     loss = ops.sum(mlm_losses * weights) / denominator
