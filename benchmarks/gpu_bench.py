@@ -142,6 +142,10 @@ def probe_attention(args) -> dict:
         sys.modules["tensorflow"] = None
     if args.device == "cpu":
         os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    else:  # as trainer.task does on a GPU
+        from trainer.distribute import keep_cudnn_out_of_command_buffers
+
+        keep_cudnn_out_of_command_buffers()
     import jax
     import keras
     import numpy as np
@@ -151,7 +155,11 @@ def probe_attention(args) -> dict:
 
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if args.precision == "bf16" else "float32")
     b, seq = args.batch_size, args.seq_length
-    out = {"device_name": jax.devices()[0].device_kind, "jax": jax.__version__}
+    out = {
+        "device_name": jax.devices()[0].device_kind,
+        "jax": jax.__version__,
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+    }
     for attention, dropout in (("auto", 0.1), ("xla", 0.1), ("auto", 0.0)):
         config = BertConfig.from_preset(
             args.size, vocab_size=args.vocab_size, attention_probs_dropout_prob=dropout

@@ -424,6 +424,10 @@ def run_keras_jax(spec: BenchSpec, overrides: dict) -> dict:
         sys.modules["tensorflow"] = None  # any `import tensorflow` now raises ImportError
     if spec.device == "cpu":
         os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    else:  # as trainer.task does on a GPU
+        from trainer.distribute import keep_cudnn_out_of_command_buffers
+
+        keep_cudnn_out_of_command_buffers()
     if overrides.get("xla_flags"):  # before JAX starts; recorded as xla_flags in the result
         os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {overrides['xla_flags']}".strip()
     import jax

@@ -20,6 +20,13 @@ logger = logging.getLogger("trainer")
 
 STRATEGIES = ("auto", "tpu", "gpu", "cpu")
 
+# XLA:GPU in jaxlib 0.11.2 aborts the whole process ("Check failed:
+# local_device_ordinal.has_value()" in CudnnGraph::PackOperands) when it records a cuDNN graph,
+# such as the fused attention of trainer/kernels.py, into a CUDA graph (a command buffer); seen
+# on an H100 at the first step. The flag leaves cuDNN calls outside command buffers and every
+# other kind of call inside them.
+CUDNN_OUTSIDE_COMMAND_BUFFERS = "--xla_gpu_enable_command_buffer=-CUDNN"
+
 
 @dataclasses.dataclass
 class Runtime:
@@ -65,11 +72,14 @@ def gpu_has_bf16(compute_capability) -> bool:
 
 
 def prepare_environment(backend: str, cpu_replicas: int, strategy: str = "auto") -> None:
-    """Sets what must be set before the backend starts: the JAX host device count, and on JAX
-    with ``--strategy cpu`` the CPU as JAX's only platform, so that no array of the job (model,
+    """Sets what must be set before the backend starts: the JAX host device count; on JAX with
+    any strategy but ``cpu``, cuDNN calls kept out of CUDA graphs (``CUDNN_OUTSIDE_COMMAND_BUFFERS``);
+    on JAX with ``--strategy cpu`` the CPU as JAX's only platform, so that no array of the job (model,
     optimizer, batches, kernel probes) lands on an accelerator of the machine."""
     if backend != "jax":
         return
+    if strategy != "cpu" and keep_cudnn_out_of_command_buffers():
+        logger.info("XLA_FLAGS: %s (cuDNN calls stay outside CUDA graphs)", CUDNN_OUTSIDE_COMMAND_BUFFERS)
     if cpu_replicas > 1:
         flag = f"--xla_force_host_platform_device_count={cpu_replicas}"
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + flag).strip()
@@ -80,6 +90,17 @@ def prepare_environment(backend: str, cpu_replicas: int, strategy: str = "auto")
         os.environ["JAX_PLATFORMS"] = "cpu"
         if "jax" in sys.modules:  # already imported: its config read the variable at import
             sys.modules["jax"].config.update("jax_platforms", "cpu")
+
+
+def keep_cudnn_out_of_command_buffers() -> bool:
+    """Adds ``CUDNN_OUTSIDE_COMMAND_BUFFERS`` to ``XLA_FLAGS`` (before JAX starts its GPU
+    backend) unless ``XLA_FLAGS`` already sets ``xla_gpu_enable_command_buffer``: the user's
+    choice stands. Returns whether it added the flag."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_gpu_enable_command_buffer" in flags:
+        return False
+    os.environ["XLA_FLAGS"] = (flags + " " + CUDNN_OUTSIDE_COMMAND_BUFFERS).strip()
+    return True
 
 
 def create_runtime(*, strategy: str, tpu: str | None, cpu_replicas: int, jit_compile: bool) -> Runtime:

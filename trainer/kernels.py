@@ -142,10 +142,12 @@ def use_cudnn_attention(options: KernelOptions, dtype) -> bool:
 
 
 def probe_cudnn_attention(*, num_heads: int, head_size: int, seq_len: int, dtype: str, dropout_rate: float):
-    """Compiles cuDNN attention's forward and backward at these sizes (batch 2); the error, or None.
+    """Compiles cuDNN attention's forward and backward at these sizes (batch 2) and runs them
+    once; the error, or None.
 
     JAX checks shapes when it traces, but cuDNN itself builds (and may refuse) its kernels only
-    when XLA compiles; a failure then would stop a run at its first step.
+    when XLA compiles, and some failures show only when they run; either would otherwise stop
+    a run at its first step.
     """
     import jax
     import jax.numpy as jnp
@@ -159,7 +161,8 @@ def probe_cudnn_attention(*, num_heads: int, head_size: int, seq_len: int, dtype
         return jnp.sum(out.astype(jnp.float32))
 
     try:
-        jax.jit(jax.grad(loss, argnums=(0, 1, 2))).lower(q, q, q).compile()
+        grads = jax.jit(jax.grad(loss, argnums=(0, 1, 2))).lower(q, q, q).compile()(q, q, q)
+        jax.block_until_ready(grads)
     except Exception as e:  # noqa: BLE001 - any failure means: use XLA attention
         return f"{type(e).__name__}: {e}"[:500]
     return None
@@ -192,11 +195,11 @@ def resolve(options: KernelOptions, *, config, seq_len: int, dtype) -> KernelOpt
             dropout_rate=config.attention_probs_dropout_prob,
         )
         if reason is not None:
-            log.warning("cuDNN fused attention did not compile (%s); attention runs in XLA", reason)
+            log.warning("cuDNN fused attention did not compile or run (%s); attention runs in XLA", reason)
     if reason is not None:
         log.info("attention: XLA (%s)", reason)
         return dataclasses.replace(options, attention="xla")
-    log.info("attention: cuDNN fused attention, dropout inside the kernel (probe compiled at L=%d)", seq_len)
+    log.info("attention: cuDNN fused attention, dropout inside the kernel (probe ran at L=%d)", seq_len)
     return dataclasses.replace(options, attention="cudnn")
 
 

@@ -62,3 +62,37 @@ def test_jax_without_a_usable_device_is_a_clear_error(tmp_path):
     assert proc.returncode == 1
     assert "--strategy auto: JAX has no usable device (JAX_PLATFORMS=cuda)" in proc.stdout
     assert "Traceback" not in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("backend", "strategy", "before", "after"),
+    [
+        ("jax", "auto", None, distribute.CUDNN_OUTSIDE_COMMAND_BUFFERS),
+        ("jax", "gpu", "--xla_gpu_autotune_level=2", f"--xla_gpu_autotune_level=2 {distribute.CUDNN_OUTSIDE_COMMAND_BUFFERS}"),
+        ("jax", "gpu", "--xla_gpu_enable_command_buffer=", "--xla_gpu_enable_command_buffer="),  # the user's choice
+        ("jax", "cpu", None, None),
+        ("tensorflow", "gpu", None, None),
+    ],
+)  # fmt: skip
+def test_jax_on_an_accelerator_keeps_cudnn_calls_out_of_cuda_graphs(
+    monkeypatch, backend, strategy, before, after
+):
+    if before is None:
+        monkeypatch.delenv("XLA_FLAGS", raising=False)
+    else:
+        monkeypatch.setenv("XLA_FLAGS", before)
+    monkeypatch.setenv("JAX_PLATFORMS", os.environ.get("JAX_PLATFORMS", ""))  # restored afterwards
+    distribute.prepare_environment(backend, 0, strategy)
+    assert os.environ.get("XLA_FLAGS") == after
+
+
+@pytest.mark.parametrize(
+    ("flags", "accepted"),
+    [(distribute.CUDNN_OUTSIDE_COMMAND_BUFFERS, True), ("--xla_gpu_enable_command_buffer=-CUDNNX", False)],
+)
+def test_the_installed_xla_accepts_the_command_buffer_flag(flags, accepted):
+    # XLA aborts at start on a flag value it does not know; the misspelt one shows the check bites.
+    env = {**os.environ, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"}
+    code = "import jax, jax.numpy as jnp; print(int(jax.jit(lambda x: x + 1)(jnp.int32(1))))"
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert (proc.returncode == 0 and proc.stdout.strip() == "2") is accepted, proc.stderr[-2000:]
