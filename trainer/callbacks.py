@@ -184,18 +184,19 @@ class TrainingLoop(keras.callbacks.Callback):
             log_eval(step, self.last_eval_metrics)
             self.summaries.scalars("eval", step, self.last_eval_metrics)
             model.reset_metrics()
-            self._window_start = (time.perf_counter(), step)  # evaluation time is not training time
         if do_ckpt or (do_stop and self.save_checkpoint is not None):
             self.save_checkpoint(step, values)
         if do_stop:
             self.stopped_at = step
             model.stop_training = True
+        # The next window starts here: examples/s counts training, not the progress line (whose
+        # first learning-rate read compiles on JAX), evaluation or checkpoints (logged apart).
+        self._window_start = (time.perf_counter(), step)
 
     def _log_progress(self, step: int, values: dict[str, float]) -> None:
         now = time.perf_counter()
         start_time, start_step = self._window_start
         examples_per_s = (step - start_step) * self.global_batch_size / max(now - start_time, 1e-9)
-        self._window_start = (now, step)
         lr = float(np.asarray(keras.ops.convert_to_numpy(self.schedule(step - 1))))
         parts = [f"step {step}"]
         for key in ("loss", "mlm_loss", "mlm_accuracy", "nsp_loss", "nsp_accuracy"):

@@ -72,3 +72,47 @@ def test_step_logs_reach_the_callbacks_unconverted_and_the_loop_reads_them_at_it
     default_loop, default_recorder = _fit(lambda loop, recorder, model: [loop, recorder])
     assert all(isinstance(v, float) for v in default_recorder.losses)
     assert default_loop.last_train_metrics == loop.last_train_metrics
+
+
+def test_examples_per_second_counts_training_time_only(monkeypatch, caplog):
+    # A clock the test moves: each step takes 1 s; the first progress line's learning-rate read
+    # (a compile on JAX), evaluation and checkpoints take 10, 100 and 1000 s, none of it training.
+    clock = [0.0]
+    monkeypatch.setattr("trainer.callbacks.time.perf_counter", lambda: clock[0])
+    config = TrainConfig(learning_rate=1e-3, warmup_steps=0, train_steps=6)
+    schedule = make_schedule(config)
+
+    def slow_schedule(step):
+        clock[0] += 10.0
+        return schedule(step)
+
+    def evaluate():
+        clock[0] += 100.0
+        return {"loss": 1.0}
+
+    def save_checkpoint(step, metrics):
+        clock[0] += 1000.0
+
+    loop = TrainingLoop(
+        initial_step=0,
+        global_batch_size=8,
+        log_every=2,
+        eval_every=4,
+        checkpoint_every=3,
+        schedule=slow_schedule,
+        evaluate=evaluate,
+        save_checkpoint=save_checkpoint,
+    )
+    loop.set_model(keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]))
+    caplog.set_level("INFO", logger="trainer")
+    loop.on_train_begin()
+    for batch in range(6):
+        clock[0] += 1.0
+        loop.on_train_batch_end(batch, {"loss": np.float32(2.0)})
+    rates = [
+        float(r.getMessage().rsplit("examples/s ", 1)[1])
+        for r in caplog.records
+        if "examples/s" in r.getMessage()
+    ]
+    # Windows: steps 1-2, step 4 (the checkpoint after step 3 restarts the window), steps 5-6.
+    assert rates == [8.0, 8.0, 8.0]
