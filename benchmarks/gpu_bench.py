@@ -41,6 +41,8 @@ backward masks agree, the dropped share matches the rate, and masks change betwe
 
 ``--profile_steps N`` profiles N more steps of each run after its timing and prints where the
 device time goes (``benchmarks/step_profile.py``); ``--profile_dir`` keeps the raw traces.
+``--hlo_dump_dir`` has XLA write each JAX run's train step as optimised HLO text, where the
+fusions those profiles name are defined.
 """
 
 from __future__ import annotations

@@ -15,7 +15,8 @@
 #     --checkpoint_every 30" OUT=/tmp/gs bash benchmarks/gpu_session.sh --size tiny --batch_size 8 \
 #     --steps 4 --windows 2 --device cpu --peak_tflops 0.33 --no_torch_compile --profile_steps 2
 #
-# Writes $OUT/gpu_bench.json (+ .log), $OUT/trainer_task.log and $OUT/gpu_bench_more.json (+ .log);
+# Writes $OUT/gpu_bench.json (+ .log), $OUT/hlo_after_optimizations.tar.gz (the optimised HLO of
+# step 1's JAX runs), $OUT/trainer_task.log and $OUT/gpu_bench_more.json (+ .log);
 # made to end within about 9.5 minutes of its start (one device call of at most 600 s):
 #   1. the attention probe (cuDNN calls compiled, cuDNN dropout checked on the device), then our
 #      step with cuDNN attention and with XLA attention, and PyTorch with torch.compile on the
@@ -38,8 +39,13 @@ start=$SECONDS
 deadline=${GPU_SESSION_DEADLINE_S:-560}
 KERAS_BACKEND=jax python3 -m benchmarks.gpu_bench --size base --batch_size 256 \
     --runs "${GPU_SESSION_RUNS:-keras_jax,keras_jax_xla,torch_gathered}" --optional_runs "" \
-    --run_timeout_s 150 --profile_steps 5 \
+    --run_timeout_s 150 --profile_steps 5 --hlo_dump_dir /tmp/gpu_hlo \
     --out "$OUT/gpu_bench.json" "$@" 2>&1 | tee "$OUT/gpu_bench.log" || echo "gpu_bench exited with $?"
+# The optimised HLO of each JAX run's step: where the fusions that the profiles name come from.
+if [ -d /tmp/gpu_hlo ]; then
+    (cd /tmp/gpu_hlo && find . -name '*after_optimizations.txt' | tar czf "$OUT/hlo_after_optimizations.tar.gz" -T -) \
+        || echo "no HLO archive"
+fi
 # Should cuDNN attention still abort the process (as it did in CUDA graphs under jaxlib 0.11.2,
 # before trainer.distribute.CUDNN_OUTSIDE_COMMAND_BUFFERS), the rest runs without CUDA graphs.
 if python3 -c "import json, sys; r = json.load(open(sys.argv[1]))['results'];

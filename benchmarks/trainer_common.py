@@ -274,6 +274,9 @@ class BenchSpec:
         peak_tflops: per-device peak for MFU; None: from the device's name (``trainer.flops``).
         profile_steps: after timing, profile this many more steps (``benchmarks.step_profile``).
         profile_dir: keep the raw traces there (None: only the summary in the result).
+        hlo_dump_dir: JAX runs: XLA dumps the train step's HLO, before and after its
+            optimisations, as text into ``<hlo_dump_dir>/<run>_b<batch>`` (the names of the
+            fusions a profile lists are defined there).
     """
 
     run: str
@@ -292,6 +295,7 @@ class BenchSpec:
     seed: int = 0
     profile_steps: int = 0
     profile_dir: str | None = None
+    hlo_dump_dir: str | None = None
 
     def __post_init__(self):
         if self.run not in RUNS:
@@ -430,6 +434,10 @@ def run_keras_jax(spec: BenchSpec, overrides: dict) -> dict:
         keep_cudnn_out_of_command_buffers()
     if overrides.get("xla_flags"):  # before JAX starts; recorded as xla_flags in the result
         os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {overrides['xla_flags']}".strip()
+    if spec.hlo_dump_dir:
+        dump = os.path.join(spec.hlo_dump_dir, f"{spec.run}_b{spec.batch_size}")
+        flags = f"--xla_dump_to={dump} --xla_dump_hlo_as_text --xla_dump_hlo_module_re=.*train_step.*"
+        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flags}".strip()
     import jax
     import keras
 
@@ -697,6 +705,9 @@ def add_common_flags(parser, **defaults) -> None:
         help="after timing, profile this many steps of each JAX/PyTorch run (kernel time by kind)",
     )
     parser.add_argument("--profile_dir", help="keep the raw profiler traces there (default: summaries only)")
+    parser.add_argument(
+        "--hlo_dump_dir", help="JAX runs: XLA dumps the train step's HLO as text there, one folder per run"
+    )
 
 
 def specs_from_flags(args) -> tuple[list[BenchSpec], set[str]]:
@@ -716,6 +727,7 @@ def specs_from_flags(args) -> tuple[list[BenchSpec], set[str]]:
         peak_tflops=args.peak_tflops,
         profile_steps=args.profile_steps,
         profile_dir=args.profile_dir,
+        hlo_dump_dir=args.hlo_dump_dir,
     )
     required = [r for r in args.runs.split(",") if r]
     optional = [r for r in args.optional_runs.split(",") if r]

@@ -171,6 +171,8 @@ def test_gpu_benchmark_keras_path_runs_without_tensorflow(tmp_path, repo_root):
         "",
         "--profile_steps",
         "2",
+        "--hlo_dump_dir",
+        str(tmp_path / "hlo"),
         "--out",
         str(out),
     ]
@@ -189,3 +191,7 @@ def test_gpu_benchmark_keras_path_runs_without_tensorflow(tmp_path, repo_root):
     assert profile["steps"] == 2 and profile["source"].startswith("host XLA threads")
     assert profile["kernel_ms_per_step"] > 0 and profile["top"] and profile["trace"] is None
     assert "ms of kernels per step" in proc.stdout
+    # The train step's optimised HLO, where the fusions the profile names are defined.
+    (hlo,) = (tmp_path / "hlo" / "keras_jax_b2").glob("*jit_train_step*after_optimizations.txt")
+    names = {t["name"] for t in profile["top"]}
+    assert any(f"{name} = " in hlo.read_text() for name in names), sorted(names)[:5]
