@@ -239,7 +239,8 @@ def torch_train_step(
 
 
 # name -> (worker kind, overrides). Overrides ending in "dropout_prob" change the model config;
-# "attention_impl" and "dropout_rng" are the trainer's kernel options (trainer/kernels.py).
+# "attention_impl" and "dropout_rng" are the trainer's kernel options (trainer/kernels.py);
+# "keras_gelu" puts back keras.ops.gelu in place of trainer.layers.activation.
 RUNS = {
     "keras_jax": ("keras_jax", {}),
     "keras_jax_xla": ("keras_jax", {"attention_impl": "xla"}),
@@ -250,6 +251,7 @@ RUNS = {
         {"hidden_act": "gelu_new", "xla_flags": "--xla_gpu_enable_cublaslt=true"},
     ),
     "keras_jax_accum4": ("keras_jax", {"gradient_accumulation_steps": 4}),
+    "keras_jax_keras_gelu": ("keras_jax", {"keras_gelu": True}),
     "keras_tf": ("keras_tf", {}),
     "keras_tf_accum4": ("keras_tf", {"gradient_accumulation_steps": 4}),
     "torch_gathered": ("torch", {"mlm": "gathered"}),
@@ -394,6 +396,10 @@ def _keras_setup(spec: BenchSpec, overrides: dict):
         options = kernels.resolve(
             options, config=config, seq_len=spec.seq_length, dtype=keras.config.dtype_policy().compute_dtype
         )
+    if overrides.get("keras_gelu"):  # the GELU before trainer.layers.activation, to compare
+        from trainer import layers
+
+        layers.activation = lambda config, x: keras.ops.gelu(x, approximate=config.hidden_act == "gelu_new")
     model = BertPretrainingModel(config, options)
     model.gradient_accumulation_steps = overrides.get("gradient_accumulation_steps", 1)
     # The trainer's optimizer: AdamW (no decay on LayerNorm and biases), global-norm clip 1.0;
