@@ -9,8 +9,9 @@
 #   OUT=/some/dir bash benchmarks/gpu_session.sh [extra gpu_bench flags]
 #
 # A dry run of the whole script on a CPU (tiny sizes; GPU_SESSION_TASK_FLAGS is appended to the
-# trainer.task flags, GPU_SESSION_DEADLINE_S replaces the 560 s deadline; GPU_SESSION_RUNS,
-# GPU_SESSION_MORE_RUNS and GPU_SESSION_LARGE_BATCH_RUNS replace the runs of steps 1 and 3):
+# trainer.task flags, GPU_SESSION_DEADLINE_S replaces the 560 s deadline; GPU_SESSION_RUNS and
+# GPU_SESSION_MORE_RUNS replace the runs of steps 1 and 3 when not empty, and
+# GPU_SESSION_LARGE_BATCH_RUNS those repeated at batch 512, where empty means none):
 #   GPU_SESSION_TASK_FLAGS="--model_size tiny --batch_size 8 --train_steps 30 --log_every 10 \
 #     --checkpoint_every 30" OUT=/tmp/gs bash benchmarks/gpu_session.sh --size tiny --batch_size 8 \
 #     --steps 4 --windows 2 --device cpu --peak_tflops 0.33 --no_torch_compile --profile_steps 2
@@ -27,6 +28,8 @@
 set -euo pipefail
 OUT=${OUT:?set OUT to the output folder}
 mkdir -p "$OUT"
+rm -f "$OUT"/gpu_bench.json "$OUT"/gpu_bench_more.json "$OUT"/hlo_after_optimizations.tar.gz
+rm -rf /tmp/gpu_hlo /tmp/gpu_task  # left by an earlier call on the same machine
 if ! python3 -c "import keras" 2>/dev/null; then
     ls .whl/*.whl >/dev/null  # fails here, with the path, when the wheels were not carried
     python3 -m pip install -q --no-index --no-deps --target /tmp/keras_site .whl/*.whl
@@ -48,9 +51,9 @@ if [ -d /tmp/gpu_hlo ]; then
 fi
 # Should cuDNN attention still abort the process (as it did in CUDA graphs under jaxlib 0.11.2,
 # before trainer.distribute.CUDNN_OUTSIDE_COMMAND_BUFFERS), the rest runs without CUDA graphs.
-if python3 -c "import json, sys; r = json.load(open(sys.argv[1]))['results'];
-sys.exit(any(x['run'] == 'keras_jax' and 'exit -6' in x.get('error', '') for x in r))" "$OUT/gpu_bench.json"; then :
-else
+if [ -f "$OUT/gpu_bench.json" ] && python3 -c "import json, sys; r = json.load(open(sys.argv[1]))['results'];
+sys.exit(0 if any(x['run'] == 'keras_jax' and 'exit -6' in x.get('error', '') for x in r) else 1)" \
+    "$OUT/gpu_bench.json" 2>/dev/null; then
     echo "== keras_jax aborted: the rest runs with XLA_FLAGS=--xla_gpu_enable_command_buffer="
     export XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_enable_command_buffer="
 fi

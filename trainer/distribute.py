@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import glob
 import logging
 import os
 import sys
@@ -73,12 +74,14 @@ def gpu_has_bf16(compute_capability) -> bool:
 
 def prepare_environment(backend: str, cpu_replicas: int, strategy: str = "auto") -> None:
     """Sets what must be set before the backend starts: the JAX host device count; on JAX with
-    any strategy but ``cpu``, cuDNN calls kept out of CUDA graphs (``CUDNN_OUTSIDE_COMMAND_BUFFERS``);
-    on JAX with ``--strategy cpu`` the CPU as JAX's only platform, so that no array of the job (model,
-    optimizer, batches, kernel probes) lands on an accelerator of the machine."""
+    ``--strategy gpu``, or ``auto`` off a TPU host, cuDNN calls kept out of CUDA graphs
+    (``CUDNN_OUTSIDE_COMMAND_BUFFERS``); on JAX with ``--strategy cpu`` the CPU as JAX's only
+    platform, so that no array of the job (model, optimizer, batches, kernel probes) lands on an
+    accelerator of the machine."""
     if backend != "jax":
         return
-    if strategy != "cpu" and keep_cudnn_out_of_command_buffers():
+    may_use_gpu = strategy == "gpu" or (strategy == "auto" and not _tpu_host())
+    if may_use_gpu and keep_cudnn_out_of_command_buffers():
         logger.info("XLA_FLAGS: %s (cuDNN calls stay outside CUDA graphs)", CUDNN_OUTSIDE_COMMAND_BUFFERS)
     if cpu_replicas > 1:
         flag = f"--xla_force_host_platform_device_count={cpu_replicas}"
@@ -90,6 +93,13 @@ def prepare_environment(backend: str, cpu_replicas: int, strategy: str = "auto")
         os.environ["JAX_PLATFORMS"] = "cpu"
         if "jax" in sys.modules:  # already imported: its config read the variable at import
             sys.modules["jax"].config.update("jax_platforms", "cpu")
+
+
+def _tpu_host() -> bool:
+    """Whether this machine shows a Cloud TPU (its device files, or the variables of a TPU VM)."""
+    if os.environ.get("TPU_ACCELERATOR_TYPE") or os.environ.get("TPU_NAME"):
+        return True
+    return bool(glob.glob("/dev/accel[0-9]*") or glob.glob("/dev/vfio/[0-9]*"))
 
 
 def keep_cudnn_out_of_command_buffers() -> bool:

@@ -39,10 +39,14 @@ def activation(config: BertConfig, x):
     polynomial branches, an exponential and divisions per element, with three to five arrays of
     the input's size kept for the backward pass.
     """
-    if keras.backend.standardize_dtype(x.dtype) == "float32":
-        # float32 (CPU runs): autodiff keeps what the formula computed instead of recomputing it.
-        return _gelu_tanh_formula(x) if config.hidden_act == "gelu_new" else _gelu_formula(x)
-    return _gelu_tanh(x) if config.hidden_act == "gelu_new" else _gelu(x)
+    formula = _gelu_tanh_formula if config.hidden_act == "gelu_new" else _gelu_formula
+    dtype = keras.backend.standardize_dtype(x.dtype)
+    if dtype in ("bfloat16", "float16"):
+        if isinstance(x, keras.KerasTensor):  # a symbolic build: shapes and dtypes only
+            return ops.cast(formula(ops.cast(x, "float32")), dtype)
+        return _gelu_tanh(x) if config.hidden_act == "gelu_new" else _gelu(x)
+    # float32 (CPU runs) or float64: autodiff of the formula keeps what it computed.
+    return formula(x)
 
 
 def _gelu_formula(xf):
@@ -50,7 +54,7 @@ def _gelu_formula(xf):
 
 
 def _gelu_tanh_formula(xf):
-    return 0.5 * xf * (1.0 + ops.tanh(_SQRT_2_OVER_PI * (xf + _TANH_CUBIC * xf * xf * xf)))
+    return 0.5 * xf * (1.0 + ops.tanh((xf + xf * xf * xf * _TANH_CUBIC) * _SQRT_2_OVER_PI))
 
 
 @ops.custom_gradient
@@ -69,8 +73,10 @@ def _gelu_tanh(x):
     def grad(*args, upstream=None):
         upstream = args[0] if upstream is None else upstream
         xf = ops.cast(x, "float32")
-        t = ops.tanh(_SQRT_2_OVER_PI * (xf + _TANH_CUBIC * xf * xf * xf))
-        d = 0.5 * (1.0 + t) + 0.5 * xf * (1.0 - t * t) * _SQRT_2_OVER_PI * (1.0 + 3.0 * _TANH_CUBIC * xf * xf)
+        t = ops.tanh((xf + xf * xf * xf * _TANH_CUBIC) * _SQRT_2_OVER_PI)
+        d = 0.5 * (1.0 + t) + 0.5 * xf * (1.0 - t * t) * _SQRT_2_OVER_PI * (
+            1.0 + xf * xf * (3.0 * _TANH_CUBIC)
+        )
         return ops.cast(ops.cast(upstream, "float32") * d, x.dtype)
 
     return ops.cast(_gelu_tanh_formula(ops.cast(x, "float32")), x.dtype), grad

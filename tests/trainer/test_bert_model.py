@@ -95,6 +95,23 @@ def test_activation_gradient_is_the_formulas_derivative_and_keeps_only_its_input
             assert r["residuals"] == ["bfloat16"], (hidden_act, r)
 
 
+@pytest.mark.parametrize("hidden_act", ["gelu", "gelu_new"])
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16", "float32"])
+def test_activation_builds_symbolically(hidden_act, policy):
+    # Keras' functional API passes symbolic tensors: shape and dtype only, no gradient.
+    from trainer.layers import activation
+
+    previous = keras.config.dtype_policy()
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        hidden = keras.layers.Dense(8)(keras.Input((4,)))
+        y = activation(BertConfig.from_preset("tiny", vocab_size=97, hidden_act=hidden_act), hidden)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    assert isinstance(y, keras.KerasTensor)
+    assert (tuple(y.shape), keras.backend.standardize_dtype(y.dtype)) == ((None, 8), hidden.dtype)
+
+
 def test_exact_and_tanh_gelu_differ():
     # The activation must reach the computation: the same weights give different logits.
     weights = BertPretrainingModel(TINY).get_named_weights()

@@ -71,6 +71,8 @@ def test_jax_without_a_usable_device_is_a_clear_error(tmp_path):
         ("jax", "gpu", "--xla_gpu_autotune_level=2", f"--xla_gpu_autotune_level=2 {distribute.CUDNN_OUTSIDE_COMMAND_BUFFERS}"),
         ("jax", "gpu", "--xla_gpu_enable_command_buffer=", "--xla_gpu_enable_command_buffer="),  # the user's choice
         ("jax", "cpu", None, None),
+        ("jax", "tpu", None, None),
+        ("jax", "auto on a TPU VM", None, None),
         ("tensorflow", "gpu", None, None),
     ],
 )  # fmt: skip
@@ -82,6 +84,13 @@ def test_jax_on_an_accelerator_keeps_cudnn_calls_out_of_cuda_graphs(
     else:
         monkeypatch.setenv("XLA_FLAGS", before)
     monkeypatch.setenv("JAX_PLATFORMS", os.environ.get("JAX_PLATFORMS", ""))  # restored afterwards
+    monkeypatch.delenv("TPU_ACCELERATOR_TYPE", raising=False)
+    monkeypatch.delenv("TPU_NAME", raising=False)
+    if strategy == "auto on a TPU VM":
+        monkeypatch.setenv("TPU_ACCELERATOR_TYPE", "v5litepod-8")
+        strategy = "auto"
+    if strategy == "cpu":  # it would also set jax_platforms in this process's JAX config
+        monkeypatch.delitem(sys.modules, "jax", raising=False)  # put back afterwards
     distribute.prepare_environment(backend, 0, strategy)
     assert os.environ.get("XLA_FLAGS") == after
 
