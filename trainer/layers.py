@@ -87,7 +87,57 @@ def _dense(config: BertConfig, units: int, name: str) -> keras.layers.Dense:
 
 
 def _layer_norm(config: BertConfig, name: str) -> keras.layers.LayerNormalization:
-    return keras.layers.LayerNormalization(epsilon=config.layer_norm_eps, name=name)
+    return LayerNorm(epsilon=config.layer_norm_eps, name=name)
+
+
+@keras.saving.register_keras_serializable(package="trainer")
+class LayerNorm(keras.layers.LayerNormalization):
+    """Keras' ``LayerNormalization`` (same variables, same function) over the last axis whose
+    backward pass, under mixed precision, keeps only its 16-bit input and each row's mean and
+    1/std: Keras' own keeps three float32 copies of the input's size (``_layer_norm_16``).
+    """
+
+    def call(self, inputs):
+        axis = self.axis if isinstance(self.axis, int) else (self.axis[0] if len(self.axis) == 1 else None)
+        last = axis is not None and axis in (-1, len(inputs.shape) - 1)
+        if (
+            last
+            and self.center
+            and self.scale
+            and not self.rms_scaling
+            and keras.backend.standardize_dtype(inputs.dtype) in ("bfloat16", "float16")
+            and not isinstance(inputs, keras.KerasTensor)
+        ):
+            return _layer_norm_16(
+                inputs, ops.cast(self.gamma, "float32"), ops.cast(self.beta, "float32"), self.epsilon
+            )
+        return super().call(inputs)
+
+
+def _layer_norm_16(x, gamma, beta, epsilon: float):
+    """LayerNorm of 16-bit ``x`` over its last axis, in float32, rounded once to ``x``'s dtype."""
+
+    @ops.custom_gradient
+    def forward(x, gamma, beta):
+        xf = ops.cast(x, "float32")
+        mean = ops.mean(xf, axis=-1, keepdims=True)
+        centred = xf - mean
+        rstd = ops.rsqrt(ops.mean(centred * centred, axis=-1, keepdims=True) + epsilon)
+
+        def grad(*args, upstream=None):
+            upstream = args[0] if upstream is None else upstream
+            dy = ops.cast(upstream, "float32")
+            xhat = (ops.cast(x, "float32") - mean) * rstd
+            g = dy * gamma
+            dx = rstd * (
+                g - ops.mean(g, axis=-1, keepdims=True) - xhat * ops.mean(g * xhat, axis=-1, keepdims=True)
+            )
+            rows = tuple(range(len(x.shape) - 1))
+            return ops.cast(dx, x.dtype), ops.sum(dy * xhat, axis=rows), ops.sum(dy, axis=rows)
+
+        return ops.cast(centred * rstd * gamma + beta, x.dtype), grad
+
+    return forward(x, gamma, beta)
 
 
 def _dense_vars(prefix: str, layer: keras.layers.Dense) -> list:

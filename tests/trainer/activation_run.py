@@ -1,6 +1,7 @@
 """Run as a script under KERAS_BACKEND=tensorflow or jax: the gradient of ``trainer.layers.activation``
-against the float64 derivative of Hugging Face's formulas, and what the backward pass keeps.
-Prints one JSON line, ``RESULT {...}``.
+against the float64 derivative of Hugging Face's formulas; ``trainer.layers.LayerNorm`` under
+mixed_bfloat16 against float64 and against Keras' ``LayerNormalization``; and what their backward
+passes keep. Prints one JSON line, ``RESULT {...}``.
 
 Usage: python -m tests.trainer.activation_run
 """
@@ -15,7 +16,7 @@ import numpy as np
 from scipy.special import erf
 
 from trainer.config import BertConfig
-from trainer.layers import activation
+from trainer.layers import LayerNorm, activation
 
 BACKEND = os.environ.get("KERAS_BACKEND", "tensorflow")
 
@@ -79,7 +80,81 @@ def main() -> None:
                 if getattr(a, "size", 0) == tokens * inner
             ]
             result[hidden_act]["residuals"] = kept
+    result["layer_norm"] = layer_norm_errors()
     print("RESULT " + json.dumps(result), flush=True)
+
+
+def layer_norm_errors() -> dict:
+    """Output and gradients of LayerNorm on bf16 input, ours and Keras', against float64."""
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    rng = np.random.default_rng(0)
+    shape = (4, 16, 96)
+    x = keras.ops.cast(rng.normal(1.0, 3.0, size=shape).astype(np.float32), "bfloat16")
+    dy = keras.ops.cast(rng.normal(size=shape).astype(np.float32), "bfloat16")
+    gamma, beta = rng.normal(1, 0.2, 96).astype(np.float32), rng.normal(0, 0.2, 96).astype(np.float32)
+    out = {}
+    layers = {"ours": LayerNorm(epsilon=1e-12), "keras": keras.layers.LayerNormalization(epsilon=1e-12)}
+    for name, layer in layers.items():
+        layer.build(shape)
+        layer.gamma.assign(gamma)
+        layer.beta.assign(beta)
+        out[name] = [np.asarray(keras.ops.convert_to_numpy(keras.ops.cast(t, "float32")), np.float64)
+                     for t in _layer_vjp(layer, x, dy)]  # fmt: skip
+    keras.mixed_precision.set_global_policy("float32")
+    xd, dyd = (
+        np.asarray(keras.ops.convert_to_numpy(keras.ops.cast(t, "float32")), np.float64) for t in (x, dy)
+    )
+    mean = xd.mean(-1, keepdims=True)
+    rstd = 1 / np.sqrt(((xd - mean) ** 2).mean(-1, keepdims=True) + 1e-12)
+    xhat = (xd - mean) * rstd
+    g = dyd * gamma
+    exact = {
+        "y": xhat * gamma + beta,
+        "dx": rstd * (g - g.mean(-1, keepdims=True) - xhat * (g * xhat).mean(-1, keepdims=True)),
+        "dgamma": (dyd * xhat).sum((0, 1)),
+        "dbeta": dyd.sum((0, 1)),
+    }
+    result = {
+        name: {
+            k: float(np.abs(v - exact[k]).max() / np.abs(exact[k]).max())
+            for k, v in zip(exact, values, strict=True)
+        }
+        for name, values in out.items()
+    }
+    if BACKEND == "jax":
+        import jax
+
+        layer = layers["ours"]
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+        _, vjp = jax.vjp(
+            lambda tv: layer.stateless_call(tv, [], x)[0], [v.value for v in layer.trainable_variables]
+        )
+        keras.mixed_precision.set_global_policy("float32")
+        size = int(np.prod(shape))
+        result["residuals"] = [
+            str(a.dtype) for a in jax.tree_util.tree_leaves(vjp) if getattr(a, "size", 0) == size
+        ]
+    return result
+
+
+def _layer_vjp(layer, x, dy):
+    """(y, dx, dgamma, dbeta) of ``layer`` at ``x`` for the output gradient ``dy``."""
+    if BACKEND == "jax":
+        import jax
+
+        def f(tv, x):
+            return layer.stateless_call(tv, [], x)[0]
+
+        y, vjp = jax.vjp(f, [v.value for v in layer.trainable_variables], x)
+        (dgamma, dbeta), dx = vjp(dy)
+        return y, dx, dgamma, dbeta
+    import tensorflow as tf
+
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = layer(x)
+    dx, dgamma, dbeta = tape.gradient(y, [x, layer.gamma, layer.beta], output_gradients=dy)
+    return y, dx, dgamma, dbeta
 
 
 if __name__ == "__main__":

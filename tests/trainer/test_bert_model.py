@@ -69,7 +69,7 @@ def test_activation_in_bfloat16_is_hugging_faces_formula_rounded_once(hidden_act
 
 
 @pytest.mark.parametrize("backend", ["tensorflow", "jax"])
-def test_activation_gradient_is_the_formulas_derivative_and_keeps_only_its_input(backend):
+def test_activation_and_layer_norm_gradients_are_exact_and_keep_only_their_input(backend):
     env = {**os.environ, "KERAS_BACKEND": backend, "JAX_PLATFORMS": "cpu"}
     proc = subprocess.run(
         [sys.executable, "-m", "tests.trainer.activation_run"],
@@ -93,6 +93,15 @@ def test_activation_gradient_is_the_formulas_derivative_and_keeps_only_its_input
         if backend == "jax":
             # The backward pass keeps the bf16 input alone (JAX's own GELU keeps 3 to 5 such arrays).
             assert r["residuals"] == ["bfloat16"], (hidden_act, r)
+    # LayerNorm under mixed_bfloat16: output and gradients as accurate as Keras' own (bf16
+    # rounding, relative to the largest value) ...
+    norm = result["layer_norm"]
+    for key in ("y", "dx", "dgamma", "dbeta"):
+        assert norm["ours"][key] <= max(1.2 * norm["keras"][key], 1e-6), (key, norm)
+        assert norm["ours"][key] < 2**-8, (key, norm)
+    if backend == "jax":
+        # ... keeping only its bf16 input of that size (Keras' keeps three float32 copies).
+        assert norm["residuals"] == ["bfloat16"], norm
 
 
 @pytest.mark.parametrize("hidden_act", ["gelu", "gelu_new"])
