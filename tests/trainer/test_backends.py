@@ -12,16 +12,11 @@ import keras
 import numpy as np
 
 from tests.trainer import hf_reference
+from tests.trainer.scripts import result_of
 from trainer.bert_model import BertPretrainingModel
 from trainer.config import BertConfig
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _result(proc: subprocess.CompletedProcess) -> dict:
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")][-1]
-    return json.loads(line[len("RESULT ") :])
 
 
 def test_two_tf_replicas_give_the_update_of_one():
@@ -31,7 +26,7 @@ def test_two_tf_replicas_give_the_update_of_one():
     proc = subprocess.run(
         [sys.executable, "-m", "tests.trainer.replicas_tf"], cwd=REPO, env=env, capture_output=True, text=True
     )
-    result = _result(proc)
+    result = result_of(proc)
     assert result["replicas"] == 2
     for optimizer in ("sgd", "adamw", "lamb"):
         r = result[optimizer]
@@ -62,7 +57,7 @@ def test_jax_backend_builds_the_same_model_and_replicates(tmp_path):
         capture_output=True,
         text=True,
     )
-    result = _result(proc)
+    result = result_of(proc)
 
     # Same weights, same outputs on both backends.
     got = np.load(tmp_path / "out.npz")

@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import keras
 import numpy as np
 import pytest
 
 from tests.trainer import hf_reference
+from tests.trainer.scripts import run_module
 from trainer.bert_model import BertPretrainingModel
 from trainer.config import PRESETS, BertConfig
 
-REPO = Path(__file__).resolve().parents[2]
 TINY = BertConfig.from_preset(
     "tiny", vocab_size=97, num_hidden_layers=2, max_position_embeddings=64, hidden_dropout_prob=0.1
 )
@@ -70,18 +64,9 @@ def test_activation_in_bfloat16_is_hugging_faces_formula_rounded_once(hidden_act
 
 @pytest.mark.parametrize("backend", ["tensorflow", "jax"])
 def test_activation_and_layer_norm_gradients_are_exact_and_keep_only_their_input(backend):
-    env = {**os.environ, "KERAS_BACKEND": backend, "JAX_PLATFORMS": "cpu"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "tests.trainer.activation_run"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    result = run_module(
+        "tests.trainer.activation_run", backend=backend, env={"JAX_PLATFORMS": "cpu"}, timeout=300
     )
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    assert proc.returncode == 0 and lines, proc.stdout[-2000:] + proc.stderr[-3000:]
-    result = json.loads(lines[0][len("RESULT ") :])
     assert result["backend"] == backend
     for hidden_act, float32_tolerance in (("gelu", 1e-6), ("gelu_new", 1e-5)):
         r = result[hidden_act]

@@ -3,22 +3,15 @@ subprocess) the cuDNN fused attention program and training with each dropout gen
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from tests.trainer.batches import CONFIG
+from tests.trainer.scripts import run_module
 from trainer import kernels
 from trainer.bert_model import BertPretrainingModel
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def test_options_name_the_flag_on_bad_values():
@@ -76,13 +69,7 @@ def test_rbg_dropout_keeps_dtype_and_its_gradient_is_the_mask():
 
 @pytest.fixture(scope="module")
 def jax_result() -> dict:
-    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "tests.trainer.jax_kernels"], cwd=REPO, env=env, capture_output=True, text=True
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")][-1]
-    return json.loads(line[len("RESULT ") :])
+    return run_module("tests.trainer.jax_kernels", backend="jax", env={"JAX_PLATFORMS": "cpu"})
 
 
 def test_cudnn_program_has_fused_attention_with_dropout_and_no_probabilities(jax_result):
@@ -121,7 +108,9 @@ def test_cudnn_refused_without_cudnn_and_auto_falls_back(jax_result):
     assert refuse["resolve_forced_try_log"][0].startswith(
         "cuDNN fused attention did not compile or run (RuntimeError: cuDNN is not detected."
     )
-    assert refuse["resolve_forced_try_log"][1].startswith("attention: XLA (RuntimeError: cuDNN is not detected.")
+    assert refuse["resolve_forced_try_log"][1].startswith(
+        "attention: XLA (RuntimeError: cuDNN is not detected."
+    )
     assert refuse["cudnn_float32"] == (
         "--attention_impl cudnn needs --precision mixed_bfloat16 or mixed_float16; the activations are float32"
     )

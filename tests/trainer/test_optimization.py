@@ -9,23 +9,19 @@ and a JSON report on its last line.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import types
-from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 
 from tests.trainer.batches import CONFIG, uneven_batch
+from tests.trainer.scripts import run_module
 from trainer.bert_model import BertPretrainingModel
 from trainer.checkpoints import CheckpointManager
 from trainer.config import TrainConfig
 from trainer.optimization import Lamb, WarmupLinearDecay, create_optimizer, no_decay_variables
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize(
@@ -246,17 +242,10 @@ def test_lamb_trains_under_mixed_bfloat16():
 
 
 def test_jax_backend_gives_the_same_lamb_update(tmp_path):
-    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
     out = tmp_path / "lamb.npz"
-    proc = subprocess.run(
-        [sys.executable, "-m", "tests.trainer.test_optimization", str(out)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
+    result = run_module(
+        "tests.trainer.test_optimization", str(out), backend="jax", env={"JAX_PLATFORMS": "cpu"}
     )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    result = json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")][-1][7:])
     assert result["backend"] == "jax"
     initial, grads = lamb_case()
     expected = reference_lamb(initial, grads, **LAMB_HPARAMS)
