@@ -96,7 +96,11 @@ def prepare_environment(backend: str, cpu_replicas: int, strategy: str = "auto")
 
 
 def _tpu_host() -> bool:
-    """Whether this machine shows a Cloud TPU (its device files, or the variables of a TPU VM)."""
+    """Whether this machine shows a Cloud TPU (its device files, or the variables of a TPU VM)
+    and no NVIDIA GPU: leaving the flag out on a GPU machine would let it abort, while the flag
+    on a TPU machine is only unneeded."""
+    if glob.glob("/dev/nvidia[0-9]*"):
+        return False
     if os.environ.get("TPU_ACCELERATOR_TYPE") or os.environ.get("TPU_NAME"):
         return True
     return bool(glob.glob("/dev/accel[0-9]*") or glob.glob("/dev/vfio/[0-9]*"))

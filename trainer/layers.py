@@ -33,53 +33,59 @@ def activation(config: BertConfig, x):
 
     Hugging Face's formulas, computed in float32 whatever ``x``'s dtype and rounded once. For
     bf16 or fp16 ``x`` (mixed precision, where the step is memory-bound) their derivative is
-    written out (``_gelu``, ``_gelu_tanh``): the backward pass keeps only ``x`` and recomputes
-    the rest from it. Keras' own GELU rounds its bf16 steps in bf16 (28-36% of its bf16 outputs
+    written out (``_in_float32``): the backward pass keeps only ``x`` and recomputes the rest
+    from it. Keras' own GELU rounds its bf16 steps in bf16 (28-36% of its bf16 outputs
     off the correctly rounded value, against under 0.1% here), and on JAX goes through erfc: two
     polynomial branches, an exponential and divisions per element, with three to five arrays of
     the input's size kept for the backward pass.
     """
-    formula = _gelu_tanh_formula if config.hidden_act == "gelu_new" else _gelu_formula
+    formula, derivative = _GELUS[config.hidden_act]
     dtype = keras.backend.standardize_dtype(x.dtype)
-    if dtype in ("bfloat16", "float16"):
-        if isinstance(x, keras.KerasTensor):  # a symbolic build: shapes and dtypes only
-            return ops.cast(formula(ops.cast(x, "float32")), dtype)
-        return _gelu_tanh(x) if config.hidden_act == "gelu_new" else _gelu(x)
-    # float32 (CPU runs) or float64: autodiff of the formula keeps what it computed.
-    return formula(x)
+    if dtype not in ("bfloat16", "float16"):
+        # float32 (CPU runs) or float64: autodiff of the formula keeps what it computed.
+        return formula(x)
+    if isinstance(x, keras.KerasTensor):  # a symbolic build: shapes and dtypes only
+        return ops.cast(formula(ops.cast(x, "float32")), dtype)
+    return _in_float32(formula, derivative)(x)
 
 
-def _gelu_formula(xf):
+def _in_float32(formula, derivative):
+    """``formula`` of 16-bit ``x`` in float32, rounded once, whose gradient is ``derivative``
+    recomputed from ``x``: the backward pass keeps ``x`` alone."""
+
+    @ops.custom_gradient
+    def fn(x):
+        def grad(*args, upstream=None):
+            upstream = args[0] if upstream is None else upstream  # positional on JAX and TF
+            return ops.cast(ops.cast(upstream, "float32") * derivative(ops.cast(x, "float32")), x.dtype)
+
+        return ops.cast(formula(ops.cast(x, "float32")), x.dtype), grad
+
+    return fn
+
+
+def _gelu(xf):
     return 0.5 * xf * (1.0 + ops.erf(xf * _SQRT_HALF))
 
 
-def _gelu_tanh_formula(xf):
+def _gelu_derivative(xf):
+    return 0.5 * (1.0 + ops.erf(xf * _SQRT_HALF)) + xf * _INV_SQRT_2PI * ops.exp(-0.5 * xf * xf)
+
+
+def _gelu_tanh(xf):
     return 0.5 * xf * (1.0 + ops.tanh((xf + xf * xf * xf * _TANH_CUBIC) * _SQRT_2_OVER_PI))
 
 
-@ops.custom_gradient
-def _gelu(x):
-    def grad(*args, upstream=None):
-        upstream = args[0] if upstream is None else upstream
-        xf = ops.cast(x, "float32")
-        d = 0.5 * (1.0 + ops.erf(xf * _SQRT_HALF)) + xf * _INV_SQRT_2PI * ops.exp(-0.5 * xf * xf)
-        return ops.cast(ops.cast(upstream, "float32") * d, x.dtype)
-
-    return ops.cast(_gelu_formula(ops.cast(x, "float32")), x.dtype), grad
+def _gelu_tanh_derivative(xf):
+    t = ops.tanh((xf + xf * xf * xf * _TANH_CUBIC) * _SQRT_2_OVER_PI)
+    return 0.5 * (1.0 + t) + 0.5 * xf * (1.0 - t * t) * _SQRT_2_OVER_PI * (
+        1.0 + xf * xf * (3.0 * _TANH_CUBIC)
+    )
 
 
-@ops.custom_gradient
-def _gelu_tanh(x):
-    def grad(*args, upstream=None):
-        upstream = args[0] if upstream is None else upstream
-        xf = ops.cast(x, "float32")
-        t = ops.tanh((xf + xf * xf * xf * _TANH_CUBIC) * _SQRT_2_OVER_PI)
-        d = 0.5 * (1.0 + t) + 0.5 * xf * (1.0 - t * t) * _SQRT_2_OVER_PI * (
-            1.0 + xf * xf * (3.0 * _TANH_CUBIC)
-        )
-        return ops.cast(ops.cast(upstream, "float32") * d, x.dtype)
-
-    return ops.cast(_gelu_tanh_formula(ops.cast(x, "float32")), x.dtype), grad
+# hidden_act -> (function, its derivative), both of float32 tensors (np.float32 constants on the
+# right of each product, so that symbolic tensors keep their own operators).
+_GELUS = {"gelu": (_gelu, _gelu_derivative), "gelu_new": (_gelu_tanh, _gelu_tanh_derivative)}
 
 
 def _dense(config: BertConfig, units: int, name: str) -> keras.layers.Dense:
