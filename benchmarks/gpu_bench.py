@@ -19,8 +19,11 @@ product measured on the same card.
 
 Runs (``--runs``, in order; each of ``--optional_runs`` starts only while ``--time_budget_s`` allows):
   keras_jax             our model, Keras 3 on JAX, mixed_bfloat16, Keras' jit-compiled JAX train_step,
-                        the trainer's default kernels (cuDNN fused attention with dropout on a GPU)
+                        the trainer's default kernels (cuDNN fused attention with dropout on a GPU,
+                        hash dropout masks computed inside the kernels that apply them)
   keras_jax_xla         keras_jax with attention in XLA (--attention_impl xla: probabilities materialised)
+  keras_jax_threefry    keras_jax with Keras' dropout (JAX's Threefry masks, stored for the backward pass)
+  keras_jax_xla_threefry  both of the above (the defaults before hash dropout, where cuDNN is refused)
   keras_jax_rbg         keras_jax with dropout masks from XLA's RngBitGenerator (--dropout_rng rbg)
   keras_jax_gelu_tanh   keras_jax with the tanh GELU (--hidden_act gelu_new, original BERT's) and
                         XLA_FLAGS=--xla_gpu_enable_cublaslt=true: XLA can then put bias + GELU into

@@ -245,6 +245,8 @@ RUNS = {
     "keras_jax": ("keras_jax", {}),
     "keras_jax_xla": ("keras_jax", {"attention_impl": "xla"}),
     "keras_jax_rbg": ("keras_jax", {"dropout_rng": "rbg"}),
+    "keras_jax_threefry": ("keras_jax", {"dropout_rng": "keras"}),
+    "keras_jax_xla_threefry": ("keras_jax", {"attention_impl": "xla", "dropout_rng": "keras"}),
     "keras_jax_noattndrop": ("keras_jax", {"attention_probs_dropout_prob": 0.0}),
     "keras_jax_gelu_tanh": (
         "keras_jax",
@@ -388,7 +390,7 @@ def _keras_setup(spec: BenchSpec, overrides: dict):
     keras.utils.set_random_seed(spec.seed)
     config = _config(spec, overrides)
     options = KernelOptions(
-        attention=overrides.get("attention_impl", "auto"), dropout_rng=overrides.get("dropout_rng", "keras")
+        attention=overrides.get("attention_impl", "auto"), dropout_rng=overrides.get("dropout_rng", "auto")
     )
     if keras.backend.backend() == "jax":  # as trainer.task does: settle auto with a compile probe
         from trainer import kernels
@@ -461,10 +463,13 @@ def run_keras_jax(spec: BenchSpec, overrides: dict) -> dict:
     # optimizer's stateless update. The state is donated, so the update happens in place.
     train_step = jax.jit(model.train_step, donate_argnums=0)
     batches = [jax.device_put(b) for b in _batches(spec)]
+    compiled = None
 
     def step(i):
-        nonlocal state
-        logs, state = train_step(state, batches[i % len(batches)])
+        nonlocal state, compiled
+        if compiled is None:  # compiled ahead (inside the first, untimed step) to read its sizes
+            compiled = train_step.lower(state, batches[0]).compile()
+        logs, state = compiled(state, batches[i % len(batches)])
         return logs["loss"]
 
     timing = time_steps(
@@ -486,7 +491,27 @@ def run_keras_jax(spec: BenchSpec, overrides: dict) -> dict:
     )
     if stats:
         extra["peak_memory_gib"] = stats.get("peak_bytes_in_use", 0) / 2**30
+    extra.update(_compiled_sizes(compiled))
     return _finish(spec, config, timing, extra)
+
+
+def _compiled_sizes(compiled) -> dict:
+    """What XLA says of a compiled step: its temporaries (activations kept for the backward
+    pass, gradients, workspace) and its estimate of the bytes its operations read and write."""
+    out = {}
+    try:
+        memory = compiled.memory_analysis()
+        out["xla_temp_gib"] = memory.temp_size_in_bytes / 2**30
+    except Exception as e:  # not every backend implements it
+        out["xla_temp_gib_error"] = f"{type(e).__name__}: {e}"
+    try:
+        cost = compiled.cost_analysis()
+        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+        if cost and "bytes accessed" in cost:
+            out["xla_bytes_accessed_gb"] = float(cost["bytes accessed"]) / 1e9
+    except Exception as e:
+        out["xla_cost_error"] = f"{type(e).__name__}: {e}"
+    return out
 
 
 def run_keras_tf(spec: BenchSpec, overrides: dict) -> dict:
@@ -643,7 +668,7 @@ def table(results: list[dict]) -> str:
     """The final short table: one row per run."""
     rows = [
         "run                         ex/s   step ms   best ms  TFLOP/s  MFU     loss    first step s  wall s"
-        "  peak GiB"
+        "  peak GiB    XLA temp GiB"
     ]
     for r in results:
         if "error" in r:
@@ -654,9 +679,15 @@ def table(results: list[dict]) -> str:
             f"{r['run']:<26} {r['examples_per_s']:>6.1f} {1e3 * r['step_time_s']:>9.2f} "
             f"{1e3 * r['step_time_min_s']:>9.2f} {r['achieved_tflops']:>8.2f}  "
             f"{mfu:<7} {r['loss']:<7.3f} {r['first_step_s']:>12.1f} {r['wall_s']:>7.0f}"
-            f"  {_peak_memory(r)}"
+            f"  {_peak_memory(r):<11} {_xla_temp(r)}"
         )
     return "\n".join(rows)
+
+
+def _xla_temp(result: dict) -> str:
+    """XLA's temporaries for the compiled JAX step (None elsewhere), in GiB."""
+    temp = result.get("xla_temp_gib")
+    return f"{temp:.2f}" if temp is not None else "n/a"
 
 
 def _peak_memory(result: dict) -> str:

@@ -22,7 +22,7 @@ OPTIMIZERS = ("adamw", "lamb")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 DATA_RESUME_MODES = ("reshuffle", "skip")
 ATTENTION_IMPLS = ("auto", "xla", "cudnn")
-DROPOUT_RNGS = ("keras", "rbg")
+DROPOUT_RNGS = ("auto", "keras", "rbg", "hash")
 
 
 def _check(condition: bool, message: str) -> None:
@@ -294,11 +294,12 @@ class KernelOptions:
 
     Attributes:
         attention: ``"auto"``, ``"xla"`` or ``"cudnn"`` (``--attention_impl``).
-        dropout_rng: ``"keras"`` or ``"rbg"`` (``--dropout_rng``).
+        dropout_rng: ``"auto"`` (``hash`` on JAX, ``keras`` on TensorFlow), ``"keras"``,
+            ``"rbg"`` or ``"hash"`` (``--dropout_rng``).
     """
 
     attention: str = "auto"
-    dropout_rng: str = "keras"
+    dropout_rng: str = "auto"
 
     def __post_init__(self):
         _check(
@@ -310,8 +311,14 @@ class KernelOptions:
             f"--dropout_rng must be one of {DROPOUT_RNGS}, got {self.dropout_rng!r}",
         )
 
+    def dropout_for(self, backend: str) -> str:
+        """The dropout generator this run uses: ``auto`` is ``hash`` on JAX, ``keras`` elsewhere."""
+        if self.dropout_rng != "auto":
+            return self.dropout_rng
+        return "hash" if backend == "jax" else "keras"
+
     def check_backend(self, backend: str | None = None) -> None:
-        """Refuses a choice the Keras backend cannot honour (``cudnn`` and ``rbg`` need JAX)."""
+        """Refuses a choice the Keras backend cannot honour (``cudnn``, ``rbg``, ``hash`` need JAX)."""
         if backend is None:
             import keras
 
@@ -319,4 +326,7 @@ class KernelOptions:
         if backend == "jax":
             return
         _check(self.attention != "cudnn", f"--attention_impl cudnn needs KERAS_BACKEND=jax, not {backend}")
-        _check(self.dropout_rng != "rbg", f"--dropout_rng rbg needs KERAS_BACKEND=jax, not {backend}")
+        _check(
+            self.dropout_rng in ("auto", "keras"),
+            f"--dropout_rng {self.dropout_rng} needs KERAS_BACKEND=jax, not {backend}",
+        )

@@ -16,8 +16,13 @@ or its export:
   when XLA computes attention) with Keras' random ops (JAX's default Threefry generator on
   JAX). ``rbg`` draws them on JAX from XLA's RngBitGenerator
   (Philox on GPUs), fewer integer operations per random word. The bits of an ``rbg`` mask
-  are generated for the global array on every device, so it suits one accelerator; ``keras``
-  stays the default.
+  are generated for the global array on every device, so it suits one accelerator.
+  ``hash`` computes each element's random word as a hash of its position and the layer's
+  seed (``hash_dropout``): a few integer operations that XLA fuses into the kernel that
+  applies the mask, in the forward pass and again in the backward pass, so no mask is stored
+  and no generator kernel runs; it is a pure function of the global position, so every device
+  computes only its own rows. ``auto`` (the default) is ``hash`` on JAX and ``keras`` on
+  TensorFlow, which has none of the others.
 
 cuDNN's dropout takes a fixed seed per call site; XLA advances the generator's offset at every
 execution, so the masks differ from step to step, and each layer gets its own seed
@@ -169,11 +174,17 @@ def probe_cudnn_attention(*, num_heads: int, head_size: int, seq_len: int, dtype
 
 
 def resolve(options: KernelOptions, *, config, seq_len: int, dtype) -> KernelOptions:
-    """``options`` with ``attention="auto"`` made ``cudnn`` or ``xla`` for this run (logged).
+    """``options`` with ``attention="auto"`` made ``cudnn`` or ``xla`` for this run, and
+    ``dropout_rng="auto"`` the generator of this backend (both logged).
 
     ``cudnn`` only when ``auto_refusal`` finds nothing and a probe at the run's sizes compiles.
     """
-    if keras.backend.backend() != "jax":
+    backend = keras.backend.backend()
+    dropout_rng = options.dropout_for(backend)
+    if dropout_rng != options.dropout_rng:
+        log.info("dropout masks: %s (--dropout_rng auto on %s)", dropout_rng, backend)
+        options = dataclasses.replace(options, dropout_rng=dropout_rng)
+    if backend != "jax":
         return options
     distribution = keras.distribution.distribution()
     devices = distribution.device_mesh.devices.size if distribution is not None else 1
@@ -244,12 +255,125 @@ def rbg_dropout(x, rate: float, seed):
     state = jnp.concatenate([seed, seed ^ jnp.uint32(0x9E3779B9)])
     _, bits = jax.lax.rng_bit_generator(state, x.shape, dtype=jnp.uint32)
     threshold = min(round(keep * 2**32), 2**32 - 1)  # P(bits < threshold) = keep, to 2^-32
-    kept = bits < jnp.uint32(threshold)
-    return jnp.where(kept, x / jnp.asarray(keep, x.dtype), jnp.zeros((), x.dtype))
+    return _keep_scaled(x, bits < jnp.uint32(threshold), keep)
+
+
+def _keep_scaled(x, kept, keep: float):
+    """``x / keep`` where ``kept``, else 0, computed in float32 and rounded once to ``x``'s dtype.
+
+    Dividing a bf16 ``x`` by ``keep`` rounded to bf16 (0.9 is 0.8984375 there) would scale the
+    kept values up by 0.17% too much on average.
+    """
+    import jax.numpy as jnp
+
+    wide = jnp.promote_types(x.dtype, jnp.float32)
+    scaled = (x.astype(wide) * (1.0 / keep)).astype(x.dtype)
+    return jnp.where(kept, scaled, jnp.zeros((), x.dtype))
+
+
+def _mix32(x):
+    """lowbias32 of a uint32 array (C. Wellons' hash-prospector): a bijection of uint32 with a
+    low avalanche bias (every input bit moves every output bit)."""
+    import jax.numpy as jnp
+
+    x = x ^ (x >> jnp.uint32(16))
+    x = x * jnp.uint32(0x7FEB352D)
+    x = x ^ (x >> jnp.uint32(15))
+    x = x * jnp.uint32(0x846CA68B)
+    return x ^ (x >> jnp.uint32(16))
+
+
+def hash_bits(shape: tuple[int, ...], seed):
+    """One uint32 per element of ``shape``, a hash of its position and ``seed`` (JAX only).
+
+    The position is split into the index along the first axis and the offset within one
+    slice of it, so arrays with more than 2^32 elements get distinct words too (a slice must
+    hold fewer than 2^32). Word = mix(mix(offset ^ k0) + mix(row ^ k1)), with k0, k1 mixed
+    from both seed words: distinct positions give distinct words within a slice, and seeds
+    that differ in one bit (successive Keras seeds) give unrelated words.
+
+    Args:
+        shape: a static shape of rank 1 or more.
+        seed: uint32[2] (a Keras ``SeedGenerator`` draw).
+    """
+    import jax
+    import jax.numpy as jnp
+
+    shape = tuple(int(d) for d in shape)
+    if not shape:
+        raise ValueError("hash_bits needs an array of rank 1 or more, got a scalar")
+    inner = 1
+    for d in shape[1:]:
+        inner *= d
+    if inner >= 2**32 or shape[0] >= 2**32:
+        raise ValueError(
+            f"hash_bits: a slice of shape {shape[1:]} or {shape[0]} rows is 2^32 elements or more"
+        )
+    seed = jnp.asarray(seed).astype(jnp.uint32)
+    k0 = _mix32(_mix32(seed[1] ^ jnp.uint32(0x9E3779B9)) + seed[0])
+    k1 = _mix32(k0 ^ jnp.uint32(0x85EBCA6B))
+    offset = jnp.zeros(shape, jnp.uint32)
+    stride = 1
+    for axis in range(len(shape) - 1, 0, -1):
+        offset = offset + jax.lax.broadcasted_iota(jnp.uint32, shape, axis) * jnp.uint32(stride)
+        stride *= shape[axis]
+    row = jax.lax.broadcasted_iota(jnp.uint32, shape, 0)
+    return _mix32(_mix32(offset ^ k0) + _mix32(row ^ k1))
+
+
+def _apply_hash_mask(x, rate: float, seed):
+    import jax.numpy as jnp
+
+    threshold = min(round(rate * 2**32), 2**32 - 1)  # P(bits < threshold) = rate, to 2^-32
+    return _keep_scaled(x, hash_bits(x.shape, seed) >= jnp.uint32(threshold), 1.0 - rate)
+
+
+def _hash_dropout_function():
+    import functools
+
+    import jax
+
+    @functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+    def dropout(x, rate, seed):
+        return _apply_hash_mask(x, rate, seed)
+
+    def forward(x, rate, seed):
+        # Only the seed is kept: the backward pass computes the same mask again.
+        return _apply_hash_mask(x, rate, seed), seed
+
+    def backward(rate, seed, grad):
+        return _apply_hash_mask(grad, rate, seed), None
+
+    dropout.defvjp(forward, backward)
+    return dropout
+
+
+_hash_dropout = None
+
+
+def hash_dropout(x, rate: float, seed):
+    """Dropout of ``x`` with a mask computed from ``hash_bits`` (JAX only).
+
+    Its gradient applies the same mask, computed again from the seed: nothing of ``x``'s size
+    is kept for the backward pass, and XLA fuses the mask into the kernels around it.
+
+    Args:
+        x: an array of rank 1 or more.
+        rate: fraction dropped, in [0, 1).
+        seed: uint32[2] (a Keras ``SeedGenerator`` draw).
+
+    Returns:
+        ``x / (1 - rate)`` where kept, 0 elsewhere; same shape and dtype as ``x``.
+    """
+    global _hash_dropout
+    if _hash_dropout is None:
+        _hash_dropout = _hash_dropout_function()
+    return _hash_dropout(x, float(rate), seed)
 
 
 class Dropout(keras.layers.Dropout):
-    """``keras.layers.Dropout`` that draws its mask with ``rbg_dropout`` when options say so."""
+    """``keras.layers.Dropout`` that draws its mask with ``rbg_dropout`` or ``hash_dropout``
+    when options say so."""
 
     def __init__(self, rate: float, options: KernelOptions, seed: int | None = None, **kwargs):
         if seed is None and rate > 0:
@@ -261,6 +385,10 @@ class Dropout(keras.layers.Dropout):
         self.static_seed = seed or 0  # for cuDNN attention dropout, a Python int
 
     def call(self, inputs, training=False):
-        if training and self.rate > 0 and self.options.dropout_rng == "rbg":
-            return rbg_dropout(inputs, self.rate, self.seed_generator.next())
+        if training and self.rate > 0:
+            rng = self.options.dropout_for(keras.backend.backend())
+            if rng == "rbg":
+                return rbg_dropout(inputs, self.rate, self.seed_generator.next())
+            if rng == "hash":
+                return hash_dropout(inputs, self.rate, self.seed_generator.next())
         return super().call(inputs, training=training)

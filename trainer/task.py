@@ -149,8 +149,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     g.add_argument(
         "--dropout_rng",
         choices=DROPOUT_RNGS,
-        default="keras",
-        help="JAX backend: rbg draws dropout masks with XLA's RngBitGenerator (one accelerator)",
+        default="auto",
+        help="JAX backend: hash (auto's choice) computes each mask element from its position and "
+        "the seed, again in the backward pass; rbg: XLA's RngBitGenerator (one accelerator); "
+        "keras: Keras' generator (auto's choice on TensorFlow)",
     )
     g.add_argument("--steps_per_execution", type=int, default=d.steps_per_execution)
     g.add_argument("--checkpoint_every", type=int, default=d.checkpoint_every)

@@ -155,7 +155,7 @@ def train() -> dict:
 
     out = {}
     weights = {}
-    for rng in ("keras", "rbg"):
+    for rng in ("keras", "rbg", "hash", "auto"):
         first, losses = run(rng)
         second, losses_again = run(rng)
         weights[rng] = first
@@ -164,9 +164,13 @@ def train() -> dict:
             "rerun_max_diff": max(float(np.max(np.abs(first[k] - second[k]))) for k in first),
             "rerun_losses": losses_again,
         }
-    out["keras_vs_rbg_max_diff"] = max(
-        float(np.max(np.abs(weights["keras"][k] - weights["rbg"][k]))) for k in weights["keras"]
+    out["auto_vs_hash_max_diff"] = max(
+        float(np.max(np.abs(weights["auto"][k] - weights["hash"][k]))) for k in weights["hash"]
     )
+    for rng in ("rbg", "hash"):
+        out[f"keras_vs_{rng}_max_diff"] = max(
+            float(np.max(np.abs(weights["keras"][k] - weights[rng][k]))) for k in weights["keras"]
+        )
     return out
 
 

@@ -68,5 +68,9 @@ def test_jax_backend_builds_the_same_model_and_replicates(tmp_path):
     assert result["max_update"] > 1e-3
     assert result["max_diff"] < 1e-6, result
     assert abs(result["loss_one"] - result["loss_two"]) < 1e-5, result
+    # With hash dropout too: the mesh draws the masks one device draws, so the same update.
+    assert result["hash_vs_no_dropout"] > 1e-4  # the masks are used
+    assert result["hash_max_diff"] < 1e-6, result
+    assert abs(result["hash_loss_one"] - result["hash_loss_two"]) < 1e-5, result
     # The model, its loss and optimizer ran with TensorFlow unimportable (the GPU machine has none).
     assert result["tensorflow_importable"] is False

@@ -1,4 +1,4 @@
-"""``trainer.kernels``: option checks, the RngBitGenerator dropout, and (on the JAX backend, in a
+"""``trainer.kernels``: option checks, the RngBitGenerator and hash dropouts, and (on the JAX backend, in a
 subprocess) the cuDNN fused attention program and training with each dropout generator."""
 
 from __future__ import annotations
@@ -31,6 +31,10 @@ def test_options_name_the_flag_on_bad_values():
         (
             kernels.KernelOptions(dropout_rng="rbg"),
             "--dropout_rng rbg needs KERAS_BACKEND=jax, not tensorflow",
+        ),
+        (
+            kernels.KernelOptions(dropout_rng="hash"),
+            "--dropout_rng hash needs KERAS_BACKEND=jax, not tensorflow",
         ),
     ],
 )
@@ -65,6 +69,100 @@ def test_rbg_dropout_keeps_dtype_and_its_gradient_is_the_mask():
     )
     mask = np.asarray(kernels.rbg_dropout(jnp.ones((64, 64), jnp.float32), 0.25, seed)) != 0
     np.testing.assert_allclose(np.asarray(grad), np.where(mask, 1 / 0.75, 0.0), rtol=1e-6)
+
+
+def _z_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Correlation of two 0/1 arrays scaled by sqrt(n): about N(0, 1) when independent."""
+    return float(np.corrcoef(a.ravel(), b.ravel())[0, 1] * np.sqrt(a.size))
+
+
+def test_hash_dropout_masks_are_bernoulli_and_independent():
+    shape = (32, 128, 768)  # a BERT-base hidden state at batch 32: 3.1M draws
+    seed = jnp.array([1234, 0], jnp.uint32)
+    x = jnp.full(shape, 3.0, jnp.float32)
+    y = np.asarray(kernels.hash_dropout(x, 0.1, seed))
+    kept = y != 0
+    # 3.1M Bernoulli(0.9) draws: standard deviation of the kept share 1.7e-4.
+    assert abs(kept.mean() - 0.9) < 1e-3
+    np.testing.assert_array_equal(y[kept], np.float32(3.0) / np.float32(0.9))
+    k = kept.astype(np.float64)
+    # Neighbours along each axis, and at the strides of rows and slices, are uncorrelated.
+    for axis in range(3):
+        n = shape[axis]
+        z = _z_correlation(np.take(k, range(n - 1), axis=axis), np.take(k, range(1, n), axis=axis))
+        assert abs(z) < 5, (axis, z)
+    flat = k.ravel()
+    for lag in (1, 2, 64, 768, 4096, 2**16):
+        assert abs(_z_correlation(flat[:-lag], flat[lag:])) < 5, lag
+    # The next seeds Keras' SeedGenerator hands out (+1 in the second word), and seeds one high
+    # bit apart, give unrelated masks; the same seed gives the same mask.
+    np.testing.assert_array_equal(np.asarray(kernels.hash_dropout(x, 0.1, seed)), y)
+    for other_seed in ([1234, 1], [1234, 2], [1235, 0], [1234 ^ 2**31, 0], [1234, 2**31]):
+        other = np.asarray(kernels.hash_dropout(x, 0.1, jnp.array(other_seed, jnp.uint32))) != 0
+        assert abs(_z_correlation(k, other.astype(np.float64))) < 5, other_seed
+    # Over 64 successive seeds each position is kept Binomial(64, 0.9) times: variance 5.76.
+    counts = sum(
+        np.asarray(kernels.hash_bits((8, 128, 768), jnp.array([77, t], jnp.uint32))) >= round(0.1 * 2**32)
+        for t in range(64)
+    )
+    assert abs(counts.mean() - 57.6) < 0.05 and abs(counts.var() - 5.76) < 0.15
+
+
+def test_mix_is_lowbias32():
+    # Reference in 64-bit NumPy arithmetic, reduced mod 2^32 by hand.
+    x = np.random.default_rng(0).integers(0, 2**32, 1000, dtype=np.uint64)
+    ref = x ^ (x >> 16)
+    ref = (ref * 0x7FEB352D) & 0xFFFFFFFF
+    ref ^= ref >> 15
+    ref = (ref * 0x846CA68B) & 0xFFFFFFFF
+    ref ^= ref >> 16
+    np.testing.assert_array_equal(np.asarray(kernels._mix32(jnp.asarray(x.astype(np.uint32)))), ref)
+
+
+def test_hash_bits_are_distinct_within_a_slice_and_reach_past_2_to_32_elements():
+    seed = jnp.array([3, 4], jnp.uint32)
+    bits = np.asarray(kernels.hash_bits((4, 2**18), seed))
+    assert all(len(np.unique(row)) == 2**18 for row in bits)  # a bijection of the offset
+    # Each of the four bytes is uniform (chi-square over 256 values, 255 degrees of freedom).
+    expected = bits.size / 256
+    for shift in (0, 8, 16, 24):
+        counts = np.bincount(((bits >> shift) & 255).ravel(), minlength=256)
+        assert ((counts - expected) ** 2 / expected).sum() < 400, shift
+    # Rows index the first axis, so a global batch of more than 2^32 elements is fine ...
+    big = jax.eval_shape(lambda s: kernels.hash_bits((3, 2**31), s), seed)
+    assert big.shape == (3, 2**31) and big.dtype == jnp.uint32
+    # ... and a slice of 2^32 elements is refused, naming its shape.
+    with pytest.raises(ValueError, match=r"slice of shape \(65536, 65536\)"):
+        jax.eval_shape(lambda s: kernels.hash_bits((2, 65536, 65536), s), seed)
+
+
+@pytest.mark.parametrize("dropout", [kernels.hash_dropout, kernels.rbg_dropout], ids=["hash", "rbg"])
+def test_bf16_dropout_scales_the_kept_values_by_exactly_one_over_keep(dropout):
+    x = jnp.asarray(np.random.default_rng(0).uniform(1, 2, (512, 512)), jnp.bfloat16)
+    y = np.asarray(dropout(x, 0.1, jnp.array([7, 8], jnp.uint32)).astype(jnp.float32))
+    kept = y != 0
+    ratio = y[kept] / np.asarray(x.astype(jnp.float32))[kept]
+    # Each kept value is x / 0.9 rounded once to bf16 (relative error under 2^-8), so the mean
+    # scale is 1/0.9 to within 1e-4; x / bf16(0.9) would be 0.17% high.
+    assert np.abs(ratio * 0.9 - 1).max() < 2**-8
+    assert abs(ratio.mean() * 0.9 - 1) < 1e-4
+
+
+def test_hash_dropout_gradient_is_the_mask_and_keeps_only_the_seed():
+    seed = jnp.array([1, 2], jnp.uint32)
+    x = jnp.linspace(-1.0, 1.0, 4096, dtype=jnp.bfloat16).reshape(64, 64)
+    y = kernels.hash_dropout(x, 0.25, seed)
+    assert y.dtype == jnp.bfloat16
+    weights = jnp.arange(4096, dtype=jnp.float32).reshape(64, 64)
+    grad = jax.grad(lambda v: jnp.sum(kernels.hash_dropout(v, 0.25, seed) * weights))(jnp.ones((64, 64)))
+    mask = np.asarray(kernels.hash_dropout(jnp.ones((64, 64), jnp.float32), 0.25, seed)) != 0
+    assert abs(mask.mean() - 0.75) < 0.03
+    np.testing.assert_allclose(np.asarray(grad), np.where(mask, np.asarray(weights) / 0.75, 0.0), rtol=1e-6)
+    # The backward pass keeps the two seed words, nothing of x's size (rbg keeps its mask).
+    _, vjp = jax.vjp(lambda v: kernels.hash_dropout(v, 0.25, seed), x)
+    assert [a.size for a in jax.tree_util.tree_leaves(vjp) if hasattr(a, "size")] == [2]
+    _, vjp = jax.vjp(lambda v: kernels.rbg_dropout(v, 0.25, seed), x)
+    assert 4096 in [a.size for a in jax.tree_util.tree_leaves(vjp) if hasattr(a, "size")]
 
 
 @pytest.fixture(scope="module")
@@ -105,10 +203,12 @@ def test_cudnn_refused_without_cudnn_and_auto_falls_back(jax_result):
     ]
     # ... and so does the compile probe of trainer.task.
     assert refuse["resolve_forced_try"] == "xla"
-    assert refuse["resolve_forced_try_log"][0].startswith(
+    # (resolve() settles the dropout generator too, and says so.)
+    assert refuse["resolve_forced_try_log"][0] == "dropout masks: hash (--dropout_rng auto on jax)"
+    assert refuse["resolve_forced_try_log"][1].startswith(
         "cuDNN fused attention did not compile or run (RuntimeError: cuDNN is not detected."
     )
-    assert refuse["resolve_forced_try_log"][1].startswith(
+    assert refuse["resolve_forced_try_log"][2].startswith(
         "attention: XLA (RuntimeError: cuDNN is not detected."
     )
     assert refuse["cudnn_float32"] == (
@@ -118,9 +218,23 @@ def test_cudnn_refused_without_cudnn_and_auto_falls_back(jax_result):
 
 def test_each_dropout_generator_trains_reproducibly(jax_result):
     train = jax_result["train"]
-    for rng in ("keras", "rbg"):
+    for rng in ("keras", "rbg", "hash"):
         r = train[rng]
         assert r["rerun_max_diff"] == 0.0 and r["losses"] == r["rerun_losses"], rng
         assert all(np.isfinite(r["losses"])) and r["losses"][1] < r["losses"][0], rng
-    # Other masks, so other updates: the rbg masks are really used.
+    # Other masks, so other updates: the rbg and hash masks are really used.
     assert train["keras_vs_rbg_max_diff"] > 1e-4
+    assert train["keras_vs_hash_max_diff"] > 1e-4
+    # The default, auto, is hash on JAX: the same updates bit for bit.
+    assert train["auto_vs_hash_max_diff"] == 0.0
+
+
+def test_auto_dropout_is_hash_on_jax_and_keras_on_tensorflow():
+    assert kernels.KernelOptions().dropout_rng == "auto"
+    assert kernels.KernelOptions().dropout_for("jax") == "hash"
+    assert kernels.KernelOptions().dropout_for("tensorflow") == "keras"
+    for rng in ("keras", "rbg", "hash"):
+        assert kernels.KernelOptions(dropout_rng=rng).dropout_for("jax") == rng
+    # trainer.task settles it before building the model, and says so.
+    resolved = kernels.resolve(kernels.KernelOptions(), config=CONFIG, seq_len=16, dtype="float32")
+    assert resolved.dropout_rng == "keras"  # this process runs TensorFlow

@@ -165,6 +165,7 @@ def test_datasets_run_without_the_autotune_thread(data_dir, tmp_path):
         ([], {"format_version": 9}, "format_version 9 is not one this trainer reads"),
         (["--attention_impl", "cudnn"], None, "--attention_impl cudnn needs KERAS_BACKEND=jax, not tensorflow"),
         (["--dropout_rng", "rbg"], None, "--dropout_rng rbg needs KERAS_BACKEND=jax, not tensorflow"),
+        (["--dropout_rng", "hash"], None, "--dropout_rng hash needs KERAS_BACKEND=jax, not tensorflow"),
     ],
 )
 def test_mismatched_data_is_refused_before_training(tmp_path, caplog, extra, metadata, message):
