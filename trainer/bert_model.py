@@ -24,7 +24,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from trainer import kernels, losses
+from trainer import distribute, kernels, losses
 from trainer.config import BertConfig
 from trainer.layers import BertEmbeddings, MaskedLMHead, TransformerLayer
 from trainer.variables import to_numpy
@@ -128,6 +128,20 @@ class BertPretrainingModel(keras.Model):
             self.nsp_loss_metric.update_state(terms["nsp_losses"])
             self.nsp_accuracy_metric.update_state(terms["nsp_correct"])
         return terms["loss"]
+
+    def make_train_function(self, force=False):
+        if not distribute.mirrored_multi_step(self):
+            return super().make_train_function(force)
+        if self.train_function is None or force:
+            self.train_function = distribute.mirrored_step_function(self, self.train_step, in_graph=True)
+        return self.train_function
+
+    def make_test_function(self, force=False):
+        if not distribute.mirrored_multi_step(self):
+            return super().make_test_function(force)
+        if self.test_function is None or force:
+            self.test_function = distribute.mirrored_step_function(self, self.test_step, in_graph=False)
+        return self.test_function
 
     def train_step(self, *args):
         if self.gradient_accumulation_steps > 1:

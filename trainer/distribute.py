@@ -221,3 +221,65 @@ def _jax_runtime(strategy: str, cpu_replicas: int, jit_compile: bool) -> Runtime
         bf16=platform == "tpu"
         or (platform == "gpu" and gpu_has_bf16(getattr(devices[0], "compute_capability", None))),
     )
+
+
+def mirrored_multi_step(model) -> bool:
+    """Whether ``model`` needs ``mirrored_step_function`` in place of Keras' own step loop.
+
+    Keras 3.15's TensorFlow trainer runs ``steps_per_execution`` > 1 as a ``tf.while_loop``
+    whose body calls each step inside a ``tf.cond``; under ``MirroredStrategy`` the optimizer's
+    cross-replica ``merge_call`` in that branch fails at run time ("You must feed a value for
+    placeholder tensor ..."), with any model and optimizer.
+    """
+    import keras
+
+    if keras.backend.backend() != "tensorflow" or model.steps_per_execution <= 1:
+        return False
+    import tensorflow as tf
+
+    return isinstance(model.distribute_strategy, tf.distribute.MirroredStrategy)
+
+
+def mirrored_step_function(model, step, *, in_graph: bool):
+    """A Keras ``train_function``/``test_function`` for ``MirroredStrategy`` that runs
+    ``model.steps_per_execution`` steps per call without ``tf.cond``.
+
+    ``in_graph=True`` (training, on data that repeats): the steps are one compiled
+    ``tf.range`` loop, as TF-Keras ran them. ``in_graph=False`` (evaluation, on data that ends):
+    a Python loop of one-step calls that stops where the data does, as Keras does.
+    """
+    import tensorflow as tf
+    from keras.src.backend.tensorflow.trainer import reduce_per_replica
+
+    strategy = model.distribute_strategy
+    steps = model.steps_per_execution
+
+    def one_step(data):
+        outputs = strategy.run(step, args=(data,))
+        return reduce_per_replica(outputs, strategy, reduction="auto")
+
+    one_step = tf.function(one_step, reduce_retracing=True, jit_compile=model.jit_compile)
+
+    if in_graph:
+
+        @tf.function(reduce_retracing=True)
+        def run_steps(iterator):
+            outputs = one_step(next(iterator))
+            for _ in tf.range(steps - 1):
+                outputs = one_step(next(iterator))
+            return outputs
+
+        return run_steps
+
+    def run_steps_until_the_end(iterator):
+        outputs = None
+        for _ in range(steps):
+            data = iterator.get_next_as_optional()
+            if not data.has_value():
+                break
+            outputs = one_step(data.get_value())
+        if outputs is None:
+            raise StopIteration
+        return outputs
+
+    return run_steps_until_the_end

@@ -33,6 +33,15 @@ def test_two_tf_replicas_give_the_update_of_one():
         assert r["max_update"] > 1e-3, optimizer  # the step moved the weights
         assert r["max_diff"] < 1e-6, (optimizer, r)  # float32 summation order only
         assert abs(r["loss_one"] - r["loss_two"]) < 1e-5, (optimizer, r)
+    # --steps_per_execution 2 on two replicas: the updates of one replica, and of one step per
+    # execution, over 4 steps; evaluation over 5 batches gives one replica's metrics.
+    r = result["adamw_spe2"]
+    assert r["max_update"] > 1e-3
+    assert r["max_diff"] < 1e-6 and r["max_diff_spe1"] < 1e-6, r
+    assert abs(r["loss_one"] - r["loss_two"]) < 1e-5, r
+    assert set(r["eval_two"]) == {"loss", "mlm_loss", "mlm_accuracy", "nsp_loss", "nsp_accuracy"}
+    for name, value in r["eval_one"].items():
+        assert abs(value - r["eval_two"][name]) < 1e-5, (name, r)
 
 
 def test_jax_backend_builds_the_same_model_and_replicates(tmp_path):
