@@ -28,47 +28,8 @@ import sys
 import time
 from collections.abc import Callable
 
-import numpy as np
-
 from trainer import flops
 from trainer.config import BertConfig
-
-FEATURES = ("input_ids", "input_mask", "segment_ids", "masked_lm_positions")
-LABELS = ("masked_lm_ids", "masked_lm_weights", "next_sentence_labels")
-
-
-def synthetic_batch(
-    rng: np.random.Generator, *, batch_size: int, seq_length: int, max_predictions: int, vocab_size: int
-) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """A random batch in the TFRecord contract's layout (int32, full-length sequences).
-
-    Returns:
-        ``(features, labels)``: features ``input_ids``, ``input_mask``, ``segment_ids`` [B, L] and
-        ``masked_lm_positions`` [B, P]; labels ``masked_lm_ids`` [B, P], ``masked_lm_weights``
-        float32 [B, P], ``next_sentence_labels`` [B, 1].
-    """
-    b, seq, p = batch_size, seq_length, max_predictions
-    input_ids = rng.integers(5, vocab_size, size=(b, seq), dtype=np.int32)
-    input_ids[:, 0] = 2  # [CLS]
-    split = seq // 2
-    segment_ids = np.zeros((b, seq), np.int32)
-    segment_ids[:, split:] = 1
-    # P distinct ascending positions per row, never [CLS].
-    positions = np.sort(np.argsort(rng.random((b, seq - 1)), axis=1)[:, :p] + 1, axis=1).astype(np.int32)
-    masked_ids = np.take_along_axis(input_ids, positions, axis=1)
-    input_ids[np.arange(b)[:, None], positions] = 4  # [MASK]
-    features = {
-        "input_ids": input_ids,
-        "input_mask": np.ones((b, seq), np.int32),
-        "segment_ids": segment_ids,
-        "masked_lm_positions": positions,
-    }
-    labels = {
-        "masked_lm_ids": masked_ids.astype(np.int32),
-        "masked_lm_weights": np.ones((b, p), np.float32),
-        "next_sentence_labels": rng.integers(0, 2, size=(b, 1), dtype=np.int32),
-    }
-    return features, labels
 
 
 def step_flops(
@@ -333,14 +294,22 @@ def _config(spec: BenchSpec, overrides: dict) -> BertConfig:
 
 
 def _batches(spec: BenchSpec, count: int = 4) -> list:
-    rng = np.random.default_rng(spec.seed)
-    common = dict(
-        batch_size=spec.batch_size,
-        seq_length=spec.seq_length,
-        max_predictions=spec.max_predictions,
+    """``count`` random ``(features, labels)`` batches: ``trainer.task --synthetic_data``'s."""
+    from trainer.data_spec import DataSpec
+    from trainer.synthetic import synthetic_batches
+
+    shapes = DataSpec(
+        train_pattern="",
+        eval_pattern=None,
+        max_seq_length=spec.seq_length,
+        max_predictions_per_seq=spec.max_predictions,
         vocab_size=spec.vocab_size,
+        source="benchmark",
     )
-    return [synthetic_batch(rng, **common) for _ in range(count)]
+    batches = synthetic_batches(
+        shapes, batch_size=spec.batch_size, vocab_size=spec.vocab_size, seed=spec.seed
+    )
+    return [next(batches) for _ in range(count)]
 
 
 def _finish(spec: BenchSpec, config: BertConfig, timing: dict, extra: dict) -> dict:
