@@ -1,0 +1,314 @@
+"""Compile the trainer's JAX train step for an NVIDIA GPU on a machine without one, and rank what
+XLA made of it: memory, kernels, and the bytes each kind of kernel moves.
+
+No GPU runs anything: JAX stays on its CPU backend, the CUDA plugin only provides a
+compile-only device described by XLA's target-config spec of the card, and the step is
+compiled for that device from shapes alone (the same program ``benchmarks.gpu_bench`` times,
+minus autotuning: without a device XLA keeps its default choice between Triton and cuBLAS for
+each matrix product). It answers, before any GPU time is spent, what a change does to the GPU
+program: XLA's temporaries (activations kept for the backward pass; on an H100 this matched
+the measured peak, 16.21 against 16.2 GiB), how many kernels run, and which ones move the bytes.
+
+Setup, once, in an environment of its own (the project's pins JAX 0.10.2 and no CUDA plugin;
+the GPU machine runs 0.11.2), and the card's spec from XLA's repository
+(openxla/xla, ``xla/backends/gpu/target_config/specs/h100_sxm.txtpb``) saved locally::
+
+    python3 -m venv /tmp/gpu_aot
+    /tmp/gpu_aot/bin/pip install jax==0.11.2 jaxlib==0.11.2 jax-cuda12-plugin==0.11.2 \\
+        jax-cuda12-pjrt==0.11.2 keras==3.15.1
+
+Run from the repository root::
+
+    PYTHONPATH=. /tmp/gpu_aot/bin/python -m benchmarks.gpu_compile --target_config h100_sxm.txtpb \\
+        --runs keras_jax,keras_jax_threefry,keras_jax_keras_gelu --out /tmp/gpu_compile
+
+Runs are ``benchmarks.trainer_common.RUNS`` names of the ``keras_jax`` kind; ``attention_impl``
+``auto`` becomes ``cudnn`` (what the trainer's probe picks on an H100 in bf16). Each run
+compiles in its own process and leaves ``<out>/<run>.hlo.txt`` (the optimised program) and a
+row in ``<out>/gpu_compile.json``. ``--xla_flags`` adds flags (``--xla_gpu_enable_triton_gemm=false``
+puts every matrix product on cuBLAS, so that the byte counts below are those of the other
+kernels only). The ranking alone, for any optimised HLO text (also a GPU dump)::
+
+    python -m benchmarks.gpu_compile --rank FILE.hlo.txt
+
+Bytes of a kernel are its operands' plus its output's sizes: an upper estimate (a kernel that
+reads a slice of an operand is charged all of it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import dataclasses
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+_DTYPE_BYTES = {
+    "pred": 1,
+    "s8": 1,
+    "u8": 1,
+    "s16": 2,
+    "u16": 2,
+    "f16": 2,
+    "bf16": 2,
+    "s32": 4,
+    "u32": 4,
+    "f32": 4,
+}
+_DTYPE_BYTES.update({"s64": 8, "u64": 8, "f64": 8})
+_ARRAY = re.compile(r"\b([a-z][a-z0-9]*)\[([0-9,]*)\]")
+_KERNELS = ("fusion", "copy", "transpose", "custom-call")
+RESULT_PREFIX = "GPU_COMPILE_RESULT "
+
+
+def shape_bytes(shape: str) -> int:
+    """Bytes of every array in an HLO shape text (a tuple counts all its elements)."""
+    total = 0
+    for dtype, dims in _ARRAY.findall(shape):
+        n = 1
+        for d in filter(None, dims.split(",")):
+            n *= int(d)
+        total += n * _DTYPE_BYTES.get(dtype, 0)
+    return total
+
+
+def _computations(text: str) -> tuple[dict[str, list[str]], str | None]:
+    comps, entry, name = {}, None, None
+    for line in text.splitlines():
+        if not line.startswith((" ", "}")) and line.rstrip().endswith("{"):
+            m = re.match(r"^(ENTRY )?%?([\w.\-]+)", line)
+            if m:
+                name = m.group(2)
+                comps[name] = []
+                entry = name if m.group(1) else entry
+                continue
+        if line.startswith("}"):
+            name = None
+        elif name is not None and line.strip():
+            comps[name].append(line)
+    return comps, entry
+
+
+def _instruction(line: str):
+    """``(name, shape, opcode, operand names, text after the operands)`` of one HLO line."""
+    m = re.match(r"^\s*(?:ROOT )?%?([\w.\-]+) = (.*)$", line)
+    if not m:
+        return None
+    name, rest = m.groups()
+    depth, i = 0, 0
+    while i < len(rest) and not (rest[i] == " " and depth == 0):  # the shape ends at a top-level space
+        depth += (rest[i] in "([{") - (rest[i] in ")]}")
+        i += 1
+    shape, tail = rest[:i], rest[i:].lstrip()
+    m = re.match(r"([a-z][\w\-]*)\(", tail)
+    if not m:
+        return None
+    j, depth = m.end(), 1
+    while j < len(tail) and depth:
+        depth += (tail[j] == "(") - (tail[j] == ")")
+        j += 1
+    return name, shape, m.group(1), re.findall(r"%([\w.\-]+)", tail[m.end() : j - 1]), tail[j:]
+
+
+def rank(text: str) -> list[dict]:
+    """Kernel groups of an optimised HLO module, most bytes first.
+
+    Kernels are the fusions, copies, transposes and custom calls of the entry computation and
+    of while-loop bodies; a group is a fusion's name without its numeric suffix, or a custom
+    call's target. Each group: ``count``, ``bytes`` (operands + outputs), ``shape`` (the most
+    common output shape).
+    """
+    comps, entry = _computations(text)
+    groups: dict[str, dict] = {}
+    for comp in [entry, *sorted(set(re.findall(r"\bbody=%?([\w.\-]+)", text)))]:
+        parsed = [i for i in map(_instruction, comps.get(comp, [])) if i]
+        shapes = {i[0]: i[1] for i in parsed}
+        for name, shape, op, operands, attrs in parsed:
+            if op not in _KERNELS:
+                continue
+            if op == "custom-call":
+                target = re.search(r'custom_call_target="([^"]+)"', attrs)
+                group = f"custom-call {target.group(1) if target else '?'}"
+            else:
+                group = re.sub(r"(\.\d+)+$", "", name)
+            g = groups.setdefault(
+                group, {"group": group, "count": 0, "bytes": 0, "shapes": collections.Counter()}
+            )
+            g["count"] += 1
+            g["bytes"] += shape_bytes(shape) + sum(shape_bytes(shapes.get(o, "")) for o in operands)
+            g["shapes"][re.sub(r"\{[^{}]*\}", "", shape)] += 1
+    ranked = sorted(groups.values(), key=lambda g: -g["bytes"])
+    for g in ranked:
+        g["shape"] = g.pop("shapes").most_common(1)[0][0]
+    return ranked
+
+
+def summarize(text: str) -> dict:
+    """Totals of ``rank``: kernels, bytes, and those of matrix products and cuDNN calls apart."""
+    groups = rank(text)
+
+    def total(select) -> dict:
+        chosen = [g for g in groups if select(g["group"])]
+        return {"kernels": sum(g["count"] for g in chosen), "gb": sum(g["bytes"] for g in chosen) / 1e9}
+
+    def is_gemm(group: str) -> bool:
+        return "gemm" in group or "cublas" in group
+
+    return {
+        "all": total(lambda g: True),
+        "matrix_products": total(is_gemm),
+        "cudnn": total(lambda g: "cudnn" in g),
+        "other": total(lambda g: not is_gemm(g) and "cudnn" not in g),
+        "groups": [{**g, "gb": g.pop("bytes") / 1e9} for g in groups],
+    }
+
+
+def compile_run(run: str, args) -> dict:
+    """Compiles one run's train step for the target GPU (in this process; sets up JAX first)."""
+    from trainer.distribute import CUDNN_OUTSIDE_COMMAND_BUFFERS
+
+    os.environ.update(KERAS_BACKEND="jax", JAX_PLATFORMS="cpu", JAX_SKIP_CUDA_CONSTRAINTS_CHECK="1")
+    os.environ["XLA_FLAGS"] = f"{CUDNN_OUTSIDE_COMMAND_BUFFERS} {args.xla_flags}".strip()
+    sys.modules["tensorflow"] = None  # as on the GPU machine
+    import jax
+    from jax._src.cudnn import fused_attention_stablehlo as cudnn_attention
+    from jax.experimental import topologies
+
+    from benchmarks import trainer_common
+
+    # No device to ask: the card's cuDNN and compute capability are taken as an H100's.
+    cudnn_attention.check_cudnn_version = lambda: 91000
+    cudnn_attention.check_compute_capability = lambda capability: True
+    cudnn_attention.is_cuda_compute_capability_equal = lambda capability: False
+    with open(args.target_config) as f:
+        topology = topologies.get_topology_desc(platform="cuda", target_config=f.read(), topology="1x1x1")
+    device = topology.devices[0]
+    kind, overrides = trainer_common.RUNS[run]
+    if kind != "keras_jax":
+        raise ValueError(f"{run} is a {kind} run; only keras_jax runs compile here")
+    overrides = {"attention_impl": "cudnn", **overrides}
+    if overrides.get("xla_flags"):
+        raise ValueError(f"{run} sets XLA flags of its own; pass them with --xla_flags")
+    spec = trainer_common.BenchSpec(
+        run=run, size=args.size, vocab_size=args.vocab_size, batch_size=args.batch_size,
+        seq_length=args.seq_length, max_predictions=args.max_predictions, steps=1, warmup=1,
+        device="gpu", precision="bf16", torch_compile=False, peak_tflops=None,
+    )  # fmt: skip
+    config, model = trainer_common._keras_setup(spec, overrides, probe=False)
+    model.optimizer.build(model.trainable_variables)
+    state = tuple(
+        [v.value for v in variables]
+        for variables in (
+            model.trainable_variables,
+            model.non_trainable_variables,
+            model.optimizer.variables,
+            model.metrics_variables,
+        )
+    )
+    placed = jax.sharding.SingleDeviceSharding(device)
+    on_gpu = lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=placed)  # noqa: E731
+    batch = trainer_common._batches(spec, count=1)[0]
+    start = time.perf_counter()
+    traced = jax.jit(model.train_step, donate_argnums=0).trace(
+        jax.tree.map(on_gpu, state), jax.tree.map(on_gpu, batch)
+    )
+    compiled = traced.lower(lowering_platforms=("cuda",)).compile()
+    compile_s = time.perf_counter() - start
+    text = compiled.as_text()
+    with open(os.path.join(args.out, f"{run}.hlo.txt"), "w") as f:
+        f.write(text)
+    memory = compiled.memory_analysis()
+    return {
+        "run": run,
+        "device_kind": device.device_kind,
+        "kernel_options": dataclasses.asdict(model.kernel_options),
+        "model_config": dataclasses.asdict(config),
+        "batch_size": args.batch_size,
+        "seq_length": args.seq_length,
+        "xla_flags": os.environ["XLA_FLAGS"],
+        "versions": {"jax": jax.__version__},
+        "compile_s": compile_s,
+        "temp_gib": memory.temp_size_in_bytes / 2**30,
+        "argument_gib": memory.argument_size_in_bytes / 2**30,
+        **summarize(text),
+    }
+
+
+def table(results: list[dict]) -> str:
+    rows = [
+        f"{'run':<26} {'temp GiB':>8} {'kernels':>7} {'GB all':>7} {'GB matmul':>9} {'GB cuDNN':>8} "
+        f"{'GB other':>8} {'other kernels':>13}"
+    ]
+    for r in results:
+        if "error" in r:
+            rows.append(f"{r['run']:<26} ERROR {r['error']}")
+            continue
+        rows.append(
+            f"{r['run']:<26} {r['temp_gib']:>8.2f} {r['all']['kernels']:>7} {r['all']['gb']:>7.1f} "
+            f"{r['matrix_products']['gb']:>9.1f} {r['cudnn']['gb']:>8.1f} {r['other']['gb']:>8.1f} "
+            f"{r['other']['kernels']:>13}"
+        )
+    return "\n".join(rows)
+
+
+def _print_rank(path: str, top: int) -> None:
+    with open(path) as f:
+        s = summarize(f.read())
+    print(f"{'group':<60} {'count':>5} {'GB':>8}  most common output shape")
+    for g in s["groups"][:top]:
+        print(f"{g['group'][:60]:<60} {g['count']:>5} {g['gb']:>8.3f}  {g['shape'][:80]}")
+    print(f"{'total':<60} {s['all']['kernels']:>5} {s['all']['gb']:>8.3f}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--target_config", help="XLA's GpuTargetConfigProto text of the card (h100_sxm.txtpb)"
+    )
+    parser.add_argument("--runs", default="keras_jax,keras_jax_threefry,keras_jax_keras_gelu")
+    parser.add_argument("--size", default="base")
+    parser.add_argument("--vocab_size", type=int, default=32000)
+    parser.add_argument("--batch_size", type=int, default=256)
+    parser.add_argument("--seq_length", type=int, default=128)
+    parser.add_argument("--max_predictions", type=int, default=20)
+    parser.add_argument("--xla_flags", default="", help="more XLA flags for every run")
+    parser.add_argument("--out", default="/tmp/gpu_compile")
+    parser.add_argument("--rank", metavar="HLO_TXT", help="only rank the kernels of this optimised HLO text")
+    parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.rank:
+        _print_rank(args.rank, args.top)
+        return 0
+    if not args.target_config:
+        parser.error("--target_config is required to compile")
+    os.makedirs(args.out, exist_ok=True)
+    if args.worker:
+        print(RESULT_PREFIX + json.dumps(compile_run(args.worker, args)), flush=True)
+        return 0
+    results = []
+    for run in filter(None, args.runs.split(",")):
+        print(f"=== {run}", flush=True)
+        cmd = [sys.executable, "-m", "benchmarks.gpu_compile", *(argv or sys.argv[1:]), "--worker", run]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        lines = [line for line in proc.stdout.splitlines() if line.startswith(RESULT_PREFIX)]
+        if proc.returncode or not lines:
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+            results.append({"run": run, "error": f"exit {proc.returncode}: {' | '.join(tail)}"})
+        else:
+            results.append(json.loads(lines[-1][len(RESULT_PREFIX) :]))
+        with open(os.path.join(args.out, "gpu_compile.json"), "w") as f:
+            json.dump(results, f, indent=1)
+    print(table(results))
+    print(f"JSON: {os.path.join(args.out, 'gpu_compile.json')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""``benchmarks.gpu_compile``: the kernel ranking of optimised HLO (the GPU compile itself needs
+the CUDA plugin's environment, docs/benchmarks_trainer.md)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from benchmarks.gpu_compile import rank, shape_bytes, summarize
+
+# A GPU-like module: a cuBLAS product, a cuDNN call, a fusion in the entry computation and one
+# in a while-loop body; parameters, tuples and get-tuple-elements are not kernels.
+GPU_LIKE = """\
+HloModule m, is_scheduled=true
+
+%fused_add (p0: bf16[32,16]) -> bf16[32,16] {
+  %p0 = bf16[32,16]{1,0} parameter(0)
+  ROOT %a = bf16[32,16]{1,0} add(%p0, %p0)
+}
+
+%body (t: (s32[], bf16[32,16])) -> (s32[], bf16[32,16]) {
+  %t = (s32[], bf16[32,16]{1,0}) parameter(0)
+  %g = bf16[32,16]{1,0} get-tuple-element(%t), index=1
+  %i = s32[] get-tuple-element(%t), index=0
+  %loop_add_fusion.3 = bf16[32,16]{1,0} fusion(%g), kind=kLoop, calls=%fused_add
+  ROOT %r = (s32[], bf16[32,16]{1,0}) tuple(%i, %loop_add_fusion.3)
+}
+
+ENTRY %main (x: bf16[32,8], w: bf16[8,16]) -> bf16[32,16] {
+  %x = bf16[32,8]{1,0} parameter(0)
+  %w = bf16[8,16]{1,0} parameter(1)
+  %mm = (bf16[32,16]{1,0}, s8[1024]{0}) custom-call(%x, %w), custom_call_target="__cublas$lt$matmul"
+  %y = bf16[32,16]{1,0} get-tuple-element(%mm), index=0
+  %att = (bf16[32,16]{1,0}, u8[0]{0}) custom-call(%y, %y), custom_call_target="__cudnn$fmhaSoftmax"
+  %z = bf16[32,16]{1,0} get-tuple-element(%att), index=0
+  %loop_add_fusion.1 = bf16[32,16]{1,0} fusion(%z), kind=kLoop, calls=%fused_add
+  %loop_add_fusion.2.1 = bf16[32,16]{1,0} fusion(%loop_add_fusion.1), kind=kLoop, calls=%fused_add
+  %c = s32[] constant(0)
+  %init = (s32[], bf16[32,16]{1,0}) tuple(%c, %loop_add_fusion.2.1)
+  %wh = (s32[], bf16[32,16]{1,0}) while(%init), condition=%cond, body=%body
+  ROOT %out = bf16[32,16]{1,0} get-tuple-element(%wh), index=1
+}
+"""
+
+
+def test_shape_bytes_counts_every_array_of_a_tuple():
+    assert shape_bytes("bf16[256,128,768]{2,1,0}") == 256 * 128 * 768 * 2
+    assert shape_bytes("(f32[4,4]{1,0}, pred[10]{0}, s32[])") == 64 + 10 + 4
+
+
+def test_rank_charges_each_kernel_its_operands_and_outputs():
+    groups = {g["group"]: g for g in rank(GPU_LIKE)}
+    assert set(groups) == {
+        "custom-call __cublas$lt$matmul",
+        "custom-call __cudnn$fmhaSoftmax",
+        "loop_add_fusion",
+    }
+    # x (512 B) + w (256 B) in, the product (1,024 B) and the 1,024 B workspace out.
+    assert groups["custom-call __cublas$lt$matmul"]["count"] == 1
+    assert groups["custom-call __cublas$lt$matmul"]["bytes"] == 512 + 256 + 1024 + 1024
+    # Two fusions in the entry and one in the loop body, each 1,024 B in and 1,024 B out.
+    assert groups["loop_add_fusion"] == {
+        "group": "loop_add_fusion",
+        "count": 3,
+        "bytes": 3 * 2048,
+        "shape": "bf16[32,16]",
+    }
+    s = summarize(GPU_LIKE)
+    assert s["matrix_products"] == {"kernels": 1, "gb": 2816 / 1e9}
+    assert s["cudnn"] == {"kernels": 1, "gb": (2048 + 1024) / 1e9}
+    assert s["other"] == {"kernels": 3, "gb": 6144 / 1e9}
+    assert s["all"]["kernels"] == 5
+
+
+def test_rank_reads_what_xla_compiles():
+    def f(x, w):
+        y = jax.lax.fori_loop(0, 3, lambda i, c: c * 2.0 + 1.0, x)
+        return jnp.tanh(y @ w)
+
+    text = jax.jit(f).lower(jnp.ones((64, 32)), jnp.ones((32, 16))).compile().as_text()
+    by_shape = {}
+    for g in rank(text):
+        by_shape.setdefault(g["shape"], []).append(g)
+    # The loop body's c * 2 + 1 is one fused kernel: 8 KiB in, 8 KiB out.
+    assert any(g["bytes"] == 16384 and g["count"] == 1 for g in by_shape["f32[64,32]"])
+    # The product (and tanh, fused or not) make the f32[64,16] output from 8 KiB and 2 KiB.
+    assert sum(g["bytes"] for g in by_shape["f32[64,16]"]) >= 8192 + 2048 + 4096
