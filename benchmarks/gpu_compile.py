@@ -59,20 +59,26 @@ _DTYPE_BYTES = {
     "u32": 4,
     "f32": 4,
 }
-_DTYPE_BYTES.update({"s64": 8, "u64": 8, "f64": 8})
+_DTYPE_BYTES.update({"s64": 8, "u64": 8, "f64": 8, "c64": 8, "c128": 16, "s4": 0.5, "u4": 0.5, "token": 0})
 _ARRAY = re.compile(r"\b([a-z][a-z0-9]*)\[([0-9,]*)\]")
 _KERNELS = ("fusion", "copy", "transpose", "custom-call")
 RESULT_PREFIX = "GPU_COMPILE_RESULT "
 
 
-def shape_bytes(shape: str) -> int:
+def shape_bytes(shape: str) -> float:
     """Bytes of every array in an HLO shape text (a tuple counts all its elements)."""
     total = 0
     for dtype, dims in _ARRAY.findall(shape):
+        if dtype.startswith("f8"):
+            size = 1
+        elif dtype in _DTYPE_BYTES:
+            size = _DTYPE_BYTES[dtype]
+        else:
+            raise ValueError(f"unknown element type {dtype!r} in the HLO shape {shape!r}")
         n = 1
         for d in filter(None, dims.split(",")):
             n *= int(d)
-        total += n * _DTYPE_BYTES.get(dtype, 0)
+        total += n * size
     return total
 
 
@@ -115,19 +121,35 @@ def _instruction(line: str):
 
 
 def rank(text: str) -> list[dict]:
-    """Kernel groups of an optimised HLO module, most bytes first.
+    """Kernel groups of an optimised HLO module, most bytes first, per execution of the module.
 
-    Kernels are the fusions, copies, transposes and custom calls of the entry computation and
-    of while-loop bodies; a group is a fusion's name without its numeric suffix, or a custom
-    call's target. Each group: ``count``, ``bytes`` (operands + outputs), ``shape`` (the most
-    common output shape).
+    Kernels are the fusions, copies, transposes and custom calls reached from the entry
+    computation through while loops (times their ``known_trip_count``, once when XLA does not
+    know it), calls (command buffers), async wrappers and conditionals (every branch, an upper
+    estimate); not the computations inside a fusion. A group is a fusion's name without its
+    numeric suffix, or a custom call's target. Each group: ``count``, ``bytes`` (the distinct
+    operands + outputs), ``shape`` (the most common output shape).
     """
     comps, entry = _computations(text)
     groups: dict[str, dict] = {}
-    for comp in [entry, *sorted(set(re.findall(r"\bbody=%?([\w.\-]+)", text)))]:
+
+    def visit(comp: str, times: int) -> None:
         parsed = [i for i in map(_instruction, comps.get(comp, [])) if i]
         shapes = {i[0]: i[1] for i in parsed}
         for name, shape, op, operands, attrs in parsed:
+            if op == "while":
+                trips = re.search(r'"known_trip_count":\{"n":"(\d+)"', attrs)
+                body = re.search(r"\bbody=%?([\w.\-]+)", attrs)
+                if body:
+                    visit(body.group(1), times * (int(trips.group(1)) if trips else 1))
+                continue
+            if op in ("call", "async-start", "conditional"):
+                called = re.findall(r"(?:to_apply|calls)=%?([\w.\-]+)", attrs)
+                branches = re.search(r"branch_computations=\{([^}]*)\}", attrs)
+                called += re.findall(r"%?([\w.\-]+)", branches.group(1)) if branches else []
+                for computation in called:
+                    visit(computation, times)
+                continue
             if op not in _KERNELS:
                 continue
             if op == "custom-call":
@@ -138,9 +160,12 @@ def rank(text: str) -> list[dict]:
             g = groups.setdefault(
                 group, {"group": group, "count": 0, "bytes": 0, "shapes": collections.Counter()}
             )
-            g["count"] += 1
-            g["bytes"] += shape_bytes(shape) + sum(shape_bytes(shapes.get(o, "")) for o in operands)
-            g["shapes"][re.sub(r"\{[^{}]*\}", "", shape)] += 1
+            g["count"] += times
+            inputs = sum(shape_bytes(shapes.get(o, "")) for o in dict.fromkeys(operands))
+            g["bytes"] += times * (shape_bytes(shape) + inputs)
+            g["shapes"][re.sub(r"\{[^{}]*\}", "", shape)] += times
+
+    visit(entry, 1)
     ranked = sorted(groups.values(), key=lambda g: -g["bytes"])
     for g in ranked:
         g["shape"] = g.pop("shapes").most_common(1)[0][0]
@@ -222,10 +247,16 @@ def compile_run(run: str, args) -> dict:
     with open(os.path.join(args.out, f"{run}.hlo.txt"), "w") as f:
         f.write(text)
     memory = compiled.memory_analysis()
+    options = model.kernel_options
     return {
         "run": run,
         "device_kind": device.device_kind,
-        "kernel_options": dataclasses.asdict(model.kernel_options),
+        "kernel_options": {  # with the generator auto settles on (older trees have no auto)
+            **dataclasses.asdict(options),
+            "dropout_rng": options.dropout_for("jax")
+            if hasattr(options, "dropout_for")
+            else options.dropout_rng,
+        },
         "model_config": dataclasses.asdict(config),
         "batch_size": args.batch_size,
         "seq_length": args.seq_length,

@@ -246,8 +246,11 @@ def mirrored_step_function(model, step, *, in_graph: bool):
 
     ``in_graph=True`` (training, on data that repeats): the steps are one compiled
     ``tf.range`` loop, as TF-Keras ran them. ``in_graph=False`` (evaluation, on data that ends):
-    a Python loop of one-step calls that stops where the data does, as Keras does.
+    a Python loop of one-step calls that stops where the data does, as Keras does. Python
+    batches (``train_on_batch``, ``test_on_batch``) always take the Python loop.
     """
+    import itertools
+
     import tensorflow as tf
     from keras.src.backend.tensorflow.trainer import reduce_per_replica
 
@@ -260,26 +263,34 @@ def mirrored_step_function(model, step, *, in_graph: bool):
 
     one_step = tf.function(one_step, reduce_retracing=True, jit_compile=model.jit_compile)
 
-    if in_graph:
-
-        @tf.function(reduce_retracing=True)
-        def run_steps(iterator):
+    @tf.function(reduce_retracing=True)
+    def run_steps(iterator):
+        outputs = one_step(next(iterator))
+        for _ in tf.range(steps - 1):
             outputs = one_step(next(iterator))
-            for _ in tf.range(steps - 1):
-                outputs = one_step(next(iterator))
-            return outputs
+        return outputs
 
-        return run_steps
+    def is_dataset_iterator(iterator) -> bool:
+        return isinstance(iterator, (tf.data.Iterator, tf.distribute.DistributedIterator))
 
     def run_steps_until_the_end(iterator):
         outputs = None
-        for _ in range(steps):
-            data = iterator.get_next_as_optional()
-            if not data.has_value():
-                break
-            outputs = one_step(data.get_value())
+        if is_dataset_iterator(iterator):
+            for _ in range(steps):
+                data = iterator.get_next_as_optional()
+                if not data.has_value():
+                    break
+                outputs = one_step(data.get_value())
+        else:  # Python batches (train_on_batch, test_on_batch), as Keras runs them
+            for data in itertools.islice(iterator, steps):
+                outputs = one_step(data)
         if outputs is None:
             raise StopIteration
         return outputs
 
-    return run_steps_until_the_end
+    def run(iterator):
+        if in_graph and is_dataset_iterator(iterator):
+            return run_steps(iterator)
+        return run_steps_until_the_end(iterator)
+
+    return run

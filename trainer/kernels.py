@@ -288,9 +288,9 @@ def hash_bits(shape: tuple[int, ...], seed):
 
     The position is split into the index along the first axis and the offset within one
     slice of it, so arrays with more than 2^32 elements get distinct words too (a slice must
-    hold fewer than 2^32). Word = mix(mix(offset ^ k0) + mix(row ^ k1)), with k0, k1 mixed
-    from both seed words: distinct positions give distinct words within a slice, and seeds
-    that differ in one bit (successive Keras seeds) give unrelated words.
+    hold fewer than 2^32). Word = mix(mix(offset ^ k0) + mix(row ^ k1)), with k0 and k1 each
+    mixed from both seed words in its own way: distinct positions give distinct words within a
+    slice, and seeds that differ in one bit (successive Keras seeds) give unrelated words.
 
     Args:
         shape: a static shape of rank 1 or more.
@@ -311,7 +311,7 @@ def hash_bits(shape: tuple[int, ...], seed):
         )
     seed = jnp.asarray(seed).astype(jnp.uint32)
     k0 = _mix32(_mix32(seed[1] ^ jnp.uint32(0x9E3779B9)) + seed[0])
-    k1 = _mix32(k0 ^ jnp.uint32(0x85EBCA6B))
+    k1 = _mix32(_mix32(seed[0] ^ jnp.uint32(0x85EBCA6B)) + seed[1])  # a 64-bit key in all
     offset = jnp.zeros(shape, jnp.uint32)
     stride = 1
     for axis in range(len(shape) - 1, 0, -1):

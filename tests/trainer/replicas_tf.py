@@ -37,13 +37,19 @@ def train(
         model.compile(optimizer=opt, jit_compile=False, steps_per_execution=steps_per_execution)
     ds = tf.data.Dataset.from_tensors((features, labels)).repeat()
     history = model.fit(ds, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False)
+    weights = model.get_named_weights()
     if steps_per_execution == 1:
-        return model.get_named_weights(), float(history.history["loss"][-1])
-    # Evaluation of 5 batches (not a multiple of steps_per_execution), with its own data.
-    evaluation = model.evaluate(
-        tf.data.Dataset.from_tensors((features, labels)).repeat(5), verbose=0, return_dict=True
-    )
-    return model.get_named_weights(), float(history.history["loss"][-1]), evaluation
+        return weights, float(history.history["loss"][-1])
+    # Evaluation of 5 different batches (not a multiple of steps_per_execution).
+    batches = [uneven_batch(seed=i) for i in range(5)]
+    eval_ds = tf.data.Dataset.from_tensors(batches[0])
+    for batch in batches[1:]:
+        eval_ds = eval_ds.concatenate(tf.data.Dataset.from_tensors(batch))
+    evaluation = model.evaluate(eval_ds, verbose=0, return_dict=True)
+    # One batch at a time, from Python (Keras's train_on_batch / test_on_batch).
+    on_batch = model.test_on_batch(*batches[4], return_dict=True)
+    on_batch["train_loss"] = float(model.train_on_batch(*batches[3], return_dict=True)["loss"])
+    return weights, float(history.history["loss"][-1]), evaluation, on_batch
 
 
 def main() -> None:
@@ -61,8 +67,8 @@ def main() -> None:
             "loss_two": loss_two,
         }
     # steps_per_execution 2 (Keras' own loop fails under MirroredStrategy; the model's runs).
-    one, loss_one, eval_one = train(tf.distribute.get_strategy(), initial, "adamw", 4, 2)
-    two, loss_two, eval_two = train(mirrored, initial, "adamw", 4, 2)
+    one, loss_one, eval_one, on_batch_one = train(tf.distribute.get_strategy(), initial, "adamw", 4, 2)
+    two, loss_two, eval_two, on_batch_two = train(mirrored, initial, "adamw", 4, 2)
     reference, _ = train(tf.distribute.get_strategy(), initial, "adamw", 4)
     result["adamw_spe2"] = {
         "max_update": max(float(np.max(np.abs(one[k] - initial[k]))) for k in one),
@@ -72,6 +78,8 @@ def main() -> None:
         "loss_two": loss_two,
         "eval_one": eval_one,
         "eval_two": eval_two,
+        "on_batch_one": on_batch_one,
+        "on_batch_two": on_batch_two,
     }
     print("RESULT " + json.dumps(result))
 

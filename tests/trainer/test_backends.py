@@ -34,7 +34,8 @@ def test_two_tf_replicas_give_the_update_of_one():
         assert r["max_diff"] < 1e-6, (optimizer, r)  # float32 summation order only
         assert abs(r["loss_one"] - r["loss_two"]) < 1e-5, (optimizer, r)
     # --steps_per_execution 2 on two replicas: the updates of one replica, and of one step per
-    # execution, over 4 steps; evaluation over 5 batches gives one replica's metrics.
+    # execution, over 4 steps; evaluation over 5 different batches gives one replica's metrics,
+    # and so do test_on_batch and train_on_batch.
     r = result["adamw_spe2"]
     assert r["max_update"] > 1e-3
     assert r["max_diff"] < 1e-6 and r["max_diff_spe1"] < 1e-6, r
@@ -42,6 +43,10 @@ def test_two_tf_replicas_give_the_update_of_one():
     assert set(r["eval_two"]) == {"loss", "mlm_loss", "mlm_accuracy", "nsp_loss", "nsp_accuracy"}
     for name, value in r["eval_one"].items():
         assert abs(value - r["eval_two"][name]) < 1e-5, (name, r)
+    for name, value in r["on_batch_one"].items():
+        assert abs(value - r["on_batch_two"][name]) < 1e-5, (name, r)
+    # The 5 batches differ: their mean is not that of the fifth alone.
+    assert abs(r["eval_two"]["loss"] - r["on_batch_two"]["loss"]) > 1e-3
 
 
 def test_jax_backend_builds_the_same_model_and_replicates(tmp_path):

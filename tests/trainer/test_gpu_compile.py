@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import pytest
 
 from benchmarks.gpu_compile import rank, shape_bytes, summarize
 
-# A GPU-like module: a cuBLAS product, a cuDNN call, a fusion in the entry computation and one
-# in a while-loop body; parameters, tuples and get-tuple-elements are not kernels.
+# A GPU-like module: a cuBLAS product, a cuDNN call reading one array twice, fusions in the
+# entry computation, in a command buffer (a call) and in a while-loop body run 4 times;
+# parameters, tuples and get-tuple-elements are not kernels.
 GPU_LIKE = """\
 HloModule m, is_scheduled=true
 
@@ -26,6 +28,11 @@ HloModule m, is_scheduled=true
   ROOT %r = (s32[], bf16[32,16]{1,0}) tuple(%i, %loop_add_fusion.3)
 }
 
+%command_buffer (b0: bf16[32,16]) -> bf16[32,16] {
+  %b0 = bf16[32,16]{1,0} parameter(0)
+  ROOT %loop_add_fusion.9 = bf16[32,16]{1,0} fusion(%b0), kind=kLoop, calls=%fused_add
+}
+
 ENTRY %main (x: bf16[32,8], w: bf16[8,16]) -> bf16[32,16] {
   %x = bf16[32,8]{1,0} parameter(0)
   %w = bf16[8,16]{1,0} parameter(1)
@@ -35,9 +42,10 @@ ENTRY %main (x: bf16[32,8], w: bf16[8,16]) -> bf16[32,16] {
   %z = bf16[32,16]{1,0} get-tuple-element(%att), index=0
   %loop_add_fusion.1 = bf16[32,16]{1,0} fusion(%z), kind=kLoop, calls=%fused_add
   %loop_add_fusion.2.1 = bf16[32,16]{1,0} fusion(%loop_add_fusion.1), kind=kLoop, calls=%fused_add
+  %cb = bf16[32,16]{1,0} call(%loop_add_fusion.2.1), to_apply=%command_buffer
   %c = s32[] constant(0)
-  %init = (s32[], bf16[32,16]{1,0}) tuple(%c, %loop_add_fusion.2.1)
-  %wh = (s32[], bf16[32,16]{1,0}) while(%init), condition=%cond, body=%body
+  %init = (s32[], bf16[32,16]{1,0}) tuple(%c, %cb)
+  %wh = (s32[], bf16[32,16]{1,0}) while(%init), condition=%cond, body=%body, backend_config={"known_trip_count":{"n":"4"}}
   ROOT %out = bf16[32,16]{1,0} get-tuple-element(%wh), index=1
 }
 """
@@ -58,18 +66,24 @@ def test_rank_charges_each_kernel_its_operands_and_outputs():
     # x (512 B) + w (256 B) in, the product (1,024 B) and the 1,024 B workspace out.
     assert groups["custom-call __cublas$lt$matmul"]["count"] == 1
     assert groups["custom-call __cublas$lt$matmul"]["bytes"] == 512 + 256 + 1024 + 1024
-    # Two fusions in the entry and one in the loop body, each 1,024 B in and 1,024 B out.
+    # Two fusions in the entry, one in the command buffer and 4 runs of the loop body's, each
+    # 1,024 B in and 1,024 B out.
     assert groups["loop_add_fusion"] == {
         "group": "loop_add_fusion",
-        "count": 3,
-        "bytes": 3 * 2048,
+        "count": 7,
+        "bytes": 7 * 2048,
         "shape": "bf16[32,16]",
     }
     s = summarize(GPU_LIKE)
     assert s["matrix_products"] == {"kernels": 1, "gb": 2816 / 1e9}
-    assert s["cudnn"] == {"kernels": 1, "gb": (2048 + 1024) / 1e9}
-    assert s["other"] == {"kernels": 3, "gb": 6144 / 1e9}
-    assert s["all"]["kernels"] == 5
+    assert s["cudnn"] == {"kernels": 1, "gb": (1024 + 1024) / 1e9}  # y read once, though passed twice
+    assert s["other"] == {"kernels": 7, "gb": 7 * 2048 / 1e9}
+    assert s["all"]["kernels"] == 9
+
+
+def test_an_unknown_element_type_is_refused_by_name():
+    with pytest.raises(ValueError, match=r"unknown element type 'q7' in the HLO shape 'q7\[4\]'"):
+        shape_bytes("q7[4]")
 
 
 def test_rank_reads_what_xla_compiles():
@@ -81,7 +95,8 @@ def test_rank_reads_what_xla_compiles():
     by_shape = {}
     for g in rank(text):
         by_shape.setdefault(g["shape"], []).append(g)
-    # The loop body's c * 2 + 1 is one fused kernel: 8 KiB in, 8 KiB out.
-    assert any(g["bytes"] == 16384 and g["count"] == 1 for g in by_shape["f32[64,32]"])
+    # The loop body's c * 2 + 1 is one fused kernel, 8 KiB in and 8 KiB out, run 3 times (XLA
+    # knows the trip count).
+    assert any(g["bytes"] == 3 * 16384 and g["count"] == 3 for g in by_shape["f32[64,32]"])
     # The product (and tanh, fused or not) make the f32[64,16] output from 8 KiB and 2 KiB.
     assert sum(g["bytes"] for g in by_shape["f32[64,16]"]) >= 8192 + 2048 + 4096
