@@ -1,9 +1,12 @@
 """``tf.data`` input for pretraining: TFRecords (local or ``gs://``) to static-shape int32 batches.
 
 Training: file-level shuffle, repeat, parallel interleave of the files, record shuffle,
-``batch(drop_remainder=True)``, vectorized parsing, prefetch. Evaluation: the files in order,
-one pass (or ``eval_steps`` batches), the same batching. Each element is
-``(features, labels)`` as ``BertPretrainingModel.fit`` takes them.
+``batch(drop_remainder=True)``, vectorized parsing, prefetch. Evaluation
+(``make_eval_dataset``): the files in order, one pass, every example exactly once in batches
+of the same static shape: the last batch is filled up with padding examples of weight 0
+(label ``example_weights``), and a host whose shard ends sooner gets whole batches of them, so
+that every host runs the same number of steps. Each element is ``(features, labels)`` as
+``BertPretrainingModel.fit`` takes them.
 
 The datasets run without tf.data's autotuning thread (``without_autotune_thread``): with it,
 deleting an iterator (the end of every ``fit`` and ``evaluate``) could block for up to a minute.
@@ -122,9 +125,12 @@ def check_records(files: list[str], spec: DataSpec) -> None:
         raise ValueError(f"{files[0]}: the first record does not fit the data spec: " + "; ".join(problems))
 
 
-def count_records(spec: DataSpec, pattern: str) -> int:
-    """Records in the files of ``pattern`` (reads them all: for the validation split)."""
-    ds = tf.data.TFRecordDataset(list_files(pattern), compression_type=spec.compression or "")
+def count_records(spec: DataSpec, pattern: str | list[str]) -> int:
+    """Records in the files of ``pattern`` (or in a list of files; reads them all)."""
+    files = list_files(pattern) if isinstance(pattern, str) else pattern
+    if not files:
+        return 0
+    ds = tf.data.TFRecordDataset(files, compression_type=spec.compression or "")
     return int(ds.reduce(tf.constant(0, tf.int64), lambda n, _: n + 1))
 
 
@@ -177,6 +183,73 @@ def make_dataset(
         lambda records: _split_features(tf.io.parse_example(records, parse_spec)),
         num_parallel_calls=tf.data.AUTOTUNE,
     )
+    return without_autotune_thread(ds.prefetch(tf.data.AUTOTUNE))
+
+
+EXAMPLE_WEIGHTS = "example_weights"
+
+
+def _padded(batch_size: int):
+    """Fills a parsed batch of n <= ``batch_size`` examples up to ``batch_size``; adds
+    ``example_weights`` (1 for the n examples, 0 for the padding). A padding example is all
+    zeros but for ``input_mask``, which keeps its first position so attention stays finite."""
+
+    def pad(features: dict, labels: dict) -> tuple[dict, dict]:
+        n = tf.shape(features["input_ids"])[0]
+        missing = batch_size - n
+
+        def fill(t):
+            t = tf.pad(t, [[0, missing]] + [[0, 0]] * (len(t.shape) - 1))
+            return tf.ensure_shape(t, [batch_size, *t.shape[1:]])
+
+        features = {k: fill(v) for k, v in features.items()}
+        rows = tf.range(batch_size)[:, None]
+        first = tf.range(features["input_mask"].shape[1])[None, :] == 0
+        features["input_mask"] = tf.where((rows >= n) & first, 1, features["input_mask"])
+        labels = {k: fill(v) for k, v in labels.items()}
+        labels[EXAMPLE_WEIGHTS] = fill(tf.ones([n], tf.float32))
+        return features, labels
+
+    return pad
+
+
+def eval_batches(spec: DataSpec, pattern: str, *, batch_size: int, num_shards: int = 1) -> tuple[int, int]:
+    """``(examples, batches)`` of the validation split: all its examples, and the batches each
+    of ``num_shards`` hosts runs to see its own shard whole (the largest shard's count, rounded
+    up). Reads every record once."""
+    files = list_files(pattern)
+    counts = [count_records(spec, files[i::num_shards]) for i in range(num_shards)]
+    return sum(counts), -(-max(counts) // batch_size)
+
+
+def make_eval_dataset(
+    spec: DataSpec, *, pattern: str, batch_size: int, batches: int, num_shards: int = 1, shard_index: int = 0
+) -> tf.data.Dataset:
+    """``batches`` batches of ``batch_size`` over this host's shard of the validation split, in
+    order, each example once; what is left over after the shard is padding of weight 0
+    (``example_weights``). ``batches`` comes from ``eval_batches`` (fewer evaluate a prefix)."""
+    files = list_files(pattern)
+    if num_shards > 1:
+        if len(files) < num_shards:
+            raise ValueError(f"{pattern}: {len(files)} file(s) cannot be sharded over {num_shards} hosts")
+        files = files[shard_index::num_shards]
+    parse_spec = feature_spec(spec)
+    records = tf.data.TFRecordDataset(files, compression_type=spec.compression or "")
+    ds = records.batch(batch_size).map(lambda r: _split_features(tf.io.parse_example(r, parse_spec)))
+    ds = ds.map(_padded(batch_size))
+    # Whole batches of padding after the shard, for a host whose shard holds fewer batches.
+    seq, pred = spec.max_seq_length, spec.max_predictions_per_seq
+    empty = (
+        {k: tf.zeros([0, seq], tf.int32) for k in ("input_ids", "input_mask", "segment_ids")}
+        | {"masked_lm_positions": tf.zeros([0, pred], tf.int32)},
+        {
+            "masked_lm_ids": tf.zeros([0, pred], tf.int32),
+            "masked_lm_weights": tf.zeros([0, pred], tf.float32),
+            "next_sentence_labels": tf.zeros([0], tf.int32),
+        },
+    )
+    padding = tf.data.Dataset.from_tensors(_padded(batch_size)(*empty)).repeat()
+    ds = ds.concatenate(padding).take(batches)
     return without_autotune_thread(ds.prefetch(tf.data.AUTOTUNE))
 
 

@@ -79,13 +79,16 @@ def pretraining_losses(*, labels: dict, outputs: dict, use_nsp: bool) -> dict:
 
     Args:
         labels: ``masked_lm_ids`` int [B, P], ``masked_lm_weights`` float [B, P],
-            ``next_sentence_labels`` int [B] or [B, 1].
+            ``next_sentence_labels`` int [B] or [B, 1]; optionally ``example_weights`` float
+            [B] (evaluation batches filled up with padding of weight 0, whose
+            ``masked_lm_weights`` are 0 too): NSP then averages over the weighted examples.
         outputs: the model's ``mlm_logits`` [B, P, V] and ``nsp_logits`` [B, 2].
         use_nsp: add the NSP loss (otherwise MLM only).
 
     Returns:
         dict with ``loss`` (scalar to differentiate), ``mlm_losses`` [B, P], ``mlm_weights``
-        [B, P], ``mlm_correct`` [B, P], and with NSP ``nsp_losses`` [B], ``nsp_correct`` [B].
+        [B, P], ``mlm_correct`` [B, P], and with NSP ``nsp_losses`` [B], ``nsp_correct`` [B];
+        ``example_weights`` [B] when the labels have them.
     """
     mlm_logits = ops.cast(outputs["mlm_logits"], "float32")
     ids = ops.cast(labels["masked_lm_ids"], "int32")
@@ -104,12 +107,19 @@ def pretraining_losses(*, labels: dict, outputs: dict, use_nsp: bool) -> dict:
             ops.equal(ops.cast(ops.argmax(mlm_logits, axis=-1), "int32"), ids), "float32"
         ),
     }
+    example_weights = labels.get("example_weights")  # evaluation batches: 0 marks padding
+    if example_weights is not None:
+        result["example_weights"] = ops.cast(example_weights, "float32")
     if use_nsp:
         nsp_logits = ops.cast(outputs["nsp_logits"], "float32")
         nsp_labels = ops.reshape(ops.cast(labels["next_sentence_labels"], "int32"), (-1,))  # [B]
         nsp_losses = keras.losses.sparse_categorical_crossentropy(nsp_labels, nsp_logits, from_logits=True)
-        global_batch = ops.cast(ops.shape(nsp_losses)[0] * num_replicas(), "float32")
-        loss = loss + ops.sum(nsp_losses) / global_batch
+        if example_weights is None:
+            global_batch = ops.cast(ops.shape(nsp_losses)[0] * num_replicas(), "float32")
+            loss = loss + ops.sum(nsp_losses) / global_batch
+        else:
+            w = result["example_weights"]
+            loss = loss + ops.sum(nsp_losses * w) / (ops.stop_gradient(_replica_sum(ops.sum(w))) + 1e-5)
         result["nsp_losses"] = nsp_losses
         result["nsp_correct"] = ops.cast(
             ops.equal(ops.cast(ops.argmax(nsp_logits, axis=-1), "int32"), nsp_labels), "float32"

@@ -499,23 +499,30 @@ class _Training:
                     seed=self.cfg.seed - 1,
                 )
             elif self.spec.eval_pattern:
-                ds = input_pipeline.make_dataset(
-                    self.spec,
-                    pattern=self.spec.eval_pattern,
-                    batch_size=batch,
-                    training=False,
-                    num_shards=shards,
-                    shard_index=index,
+                examples, available = input_pipeline.eval_batches(
+                    self.spec, self.spec.eval_pattern, batch_size=batch, num_shards=shards
                 )
-                if self.spec.num_eval_examples is not None:
-                    available = self.spec.num_eval_examples // self.cfg.batch_size
-                else:
-                    available = input_pipeline.count_records(self.spec, self.spec.eval_pattern) // batch
                 if available == 0:
-                    logger.warning("the validation split holds less than one batch: no evaluation")
+                    logger.warning("the validation split %s is empty: no evaluation", self.spec.eval_pattern)
                     self._eval_ds = (None, 0)
                     return self._eval_ds
                 steps = min(steps, available) if steps else available
+                logger.info(
+                    "evaluation: %s in %d batch(es) of %d per host",
+                    f"all {examples} examples" if steps == available else f"the first {steps} batches",
+                    steps,
+                    batch,
+                )
+                ds = input_pipeline.make_eval_dataset(
+                    self.spec,
+                    pattern=self.spec.eval_pattern,
+                    batch_size=batch,
+                    batches=steps,
+                    num_shards=shards,
+                    shard_index=index,
+                )
+                self._eval_ds = (ds, steps)
+                return self._eval_ds
             else:
                 self._eval_ds = (None, 0)
                 return self._eval_ds
@@ -529,7 +536,12 @@ class _Training:
         if callable(ds):  # NumPy synthetic batches: a fresh iterator
             ds = ds()
         results = self.model.evaluate(ds, steps=steps, verbose=0, return_dict=True)
-        return {k: float(v) for k, v in results.items()}
+        results = {k: float(v) for k, v in results.items()}
+        # The loss of the whole evaluation, as the training loss is defined: the mean MLM loss
+        # over its masked tokens plus the mean NSP loss over its examples (Keras' own "loss"
+        # averages the batches' losses, whatever each holds).
+        results["loss"] = results["mlm_loss"] + results.get("nsp_loss", 0.0)
+        return results
 
     def save(self, step: int, train_metrics: dict) -> None:
         if not runtime_is_chief():

@@ -120,3 +120,62 @@ def test_data_spec_from_metadata_and_refusals(data_dir, tmp_path):
     (bad / "metadata.json").write_text(json.dumps({"format": "something-else"}))
     with pytest.raises(ValueError, match="format 'something-else' is not 'bert-pretraining-tfrecord'"):
         load_data_spec(data_dir=str(bad))
+
+
+def test_evaluation_batches_hold_every_example_once_and_pad_with_weight_zero(data_dir):
+    spec = load_data_spec(data_dir=data_dir)
+    # 16 validation examples in batches of 6: 3 batches, the last one with 2 padding rows.
+    assert input_pipeline.eval_batches(spec, spec.eval_pattern, batch_size=6) == (16, 3)
+    ds = input_pipeline.make_eval_dataset(spec, pattern=spec.eval_pattern, batch_size=6, batches=3)
+    batches = list(ds)
+    assert len(batches) == 3 and all(f["input_ids"].shape == (6, 32) for f, _ in batches)
+    weights = np.concatenate([y["example_weights"].numpy() for _, y in batches])
+    np.testing.assert_array_equal(weights, [1] * 16 + [0] * 2)
+    ((whole, whole_labels),) = input_pipeline.make_dataset(
+        spec, pattern=spec.eval_pattern, batch_size=16, training=False
+    )
+    ids = np.concatenate([f["input_ids"].numpy() for f, _ in batches])
+    np.testing.assert_array_equal(ids[:16], whole["input_ids"].numpy())  # in order, once each
+    last_features, last_labels = batches[-1]
+    assert not last_labels["masked_lm_weights"].numpy()[4:].any()  # padding predicts nothing
+    np.testing.assert_array_equal(last_features["input_mask"].numpy()[4:, :2], [[1, 0], [1, 0]])
+    # Two hosts: each runs 2 batches over its own files; together every example once.
+    assert input_pipeline.eval_batches(spec, spec.eval_pattern, batch_size=6, num_shards=2) == (16, 2)
+    seen = []
+    for index in range(2):
+        shard = input_pipeline.make_eval_dataset(
+            spec, pattern=spec.eval_pattern, batch_size=6, batches=2, num_shards=2, shard_index=index
+        )
+        for f, y in shard:
+            seen += [
+                tuple(row)
+                for row, w in zip(f["input_ids"].numpy(), y["example_weights"].numpy(), strict=True)
+                if w
+            ]
+    assert sorted(seen) == sorted(tuple(row) for row in whole["input_ids"].numpy())
+    # A host whose shard ends sooner runs whole batches of padding.
+    extra = list(input_pipeline.make_eval_dataset(spec, pattern=spec.eval_pattern, batch_size=6, batches=4))[
+        -1
+    ][1]
+    assert not extra["example_weights"].numpy().any() and not extra["masked_lm_weights"].numpy().any()
+
+
+def test_evaluation_over_padded_batches_gives_the_metrics_of_the_whole_split(data_dir):
+    import keras
+
+    from trainer.bert_model import BertPretrainingModel
+
+    spec = load_data_spec(data_dir=data_dir)
+    keras.utils.set_random_seed(0)
+    model = BertPretrainingModel(BertConfig.from_preset("tiny", vocab_size=60, max_position_embeddings=32))
+    model.compile(optimizer="sgd")
+
+    def evaluate(batch_size: int, batches: int) -> dict:
+        ds = input_pipeline.make_eval_dataset(
+            spec, pattern=spec.eval_pattern, batch_size=batch_size, batches=batches
+        )
+        return model.evaluate(ds, steps=batches, verbose=0, return_dict=True)
+
+    one_batch, padded = evaluate(16, 1), evaluate(6, 3)
+    for name in ("mlm_loss", "mlm_accuracy", "nsp_loss", "nsp_accuracy"):
+        assert abs(one_batch[name] - padded[name]) < 1e-6, (name, one_batch, padded)

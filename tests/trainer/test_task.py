@@ -89,6 +89,22 @@ def test_tiny_model_trains_and_exports(data_dir, tmp_path, caplog):
     assert {("loss", 30), ("nsp_accuracy", 60)} <= tags["eval"]
 
 
+def test_evaluation_covers_the_whole_split_in_padded_batches(data_dir, tmp_path, caplog):
+    # 64 validation examples in batches of 24: 24 + 24 + 16 (and 8 padding rows of weight 0).
+    argv = [
+        "--data_dir", data_dir, "--model_dir", str(tmp_path / "model"), *TINY,
+        "--train_steps", "2", "--batch_size", "24", "--warmup_steps", "0", "--log_every", "2",
+        "--checkpoint_every", "2", "--eval_steps", "0", "--no-jit_compile",
+    ]  # fmt: skip
+    with caplog.at_level(logging.INFO, logger="trainer"):
+        assert task.main(argv) == 0
+    messages = [r.getMessage() for r in caplog.records]
+    assert "evaluation: all 64 examples in 3 batch(es) of 24 per host" in messages
+    _, _, state = load_export(os.path.join(str(tmp_path / "model"), "export"))
+    metrics = state["eval_metrics"]
+    assert metrics["loss"] == pytest.approx(metrics["mlm_loss"] + metrics["nsp_loss"], rel=1e-6)
+
+
 def test_gradient_accumulation_flag_gives_the_weights_of_whole_batches(data_dir, tmp_path, caplog):
     # The same data order, no dropout: 4 micro-batches of 4 per step end where batches of 16 end.
     base = [
