@@ -130,19 +130,21 @@ class BertPretrainingModel(keras.Model):
             self.nsp_accuracy_metric.update_state(terms["nsp_correct"], sample_weight=examples)
         return terms["loss"]
 
+    # Under MirroredStrategy with steps_per_execution > 1, the step loops of trainer.distribute.
     def make_train_function(self, force=False):
         if not distribute.mirrored_multi_step(self):
             return super().make_train_function(force)
-        if self.train_function is None or force:
-            self.train_function = distribute.mirrored_step_function(self, self.train_step, in_graph=True)
-        return self.train_function
+        return self._mirrored_function("train_function", self.train_step, training=True, force=force)
 
     def make_test_function(self, force=False):
         if not distribute.mirrored_multi_step(self):
             return super().make_test_function(force)
-        if self.test_function is None or force:
-            self.test_function = distribute.mirrored_step_function(self, self.test_step, in_graph=False)
-        return self.test_function
+        return self._mirrored_function("test_function", self.test_step, training=False, force=force)
+
+    def _mirrored_function(self, attribute: str, step, *, training: bool, force: bool):
+        if getattr(self, attribute) is None or force:
+            setattr(self, attribute, distribute.mirrored_step_function(self, step, in_graph=training))
+        return getattr(self, attribute)
 
     def train_step(self, *args):
         if self.gradient_accumulation_steps > 1:
