@@ -24,8 +24,9 @@
 #      before), our step with keras.ops.gelu in place of trainer.layers.activation, and PyTorch
 #      with torch.compile on the masked positions, each profiled, with the optimised HLO of ours;
 #   2. 300 steps of trainer.task itself (fit, callbacks, checkpoint, evaluation, export);
-#   3. while the session's deadline allows: the tanh GELU with cuBLASLt epilogues, XLA
-#      attention, RngBitGenerator dropout masks, the stock PyTorch model, and our step at batch 512.
+#   3. while the session's deadline allows: the position-embedding gradient as a matrix product,
+#      the tanh GELU with cuBLASLt epilogues, XLA attention, RngBitGenerator dropout masks, the
+#      stock PyTorch model, and our step at batch 512.
 set -euo pipefail
 OUT=${OUT:?set OUT to the output folder}
 mkdir -p "$OUT"
@@ -70,7 +71,7 @@ left=$((deadline - (SECONDS - start)))
 echo "== $((SECONDS - start)) s gone, $left s left for the optional runs"
 if [ "$left" -gt 80 ]; then
     KERAS_BACKEND=jax python3 -m benchmarks.gpu_bench --size base --batch_size 256 --no_attention_probe \
-        --runs "" --optional_runs "${GPU_SESSION_MORE_RUNS:-keras_jax_gelu_tanh,keras_jax_xla,keras_jax_rbg,torch_full}" \
+        --runs "" --optional_runs "${GPU_SESSION_MORE_RUNS:-keras_jax_position_matmul,keras_jax_gelu_tanh,keras_jax_xla,keras_jax_rbg,torch_full}" \
         --large_batch_runs "${GPU_SESSION_LARGE_BATCH_RUNS-keras_jax}" --large_batch_size 512 \
         --time_budget_s "$left" --optional_run_estimate_s 70 --run_timeout_s 120 --profile_steps 5 \
         --out "$OUT/gpu_bench_more.json" "$@" 2>&1 | tee "$OUT/gpu_bench_more.log" || echo "gpu_bench exited with $?"

@@ -154,6 +154,12 @@ def _norm_vars(prefix: str, layer: keras.layers.LayerNormalization) -> list:
     return [(f"{prefix}/gamma", layer.gamma), (f"{prefix}/beta", layer.beta)]
 
 
+def add_positions(x, positions):
+    """``x`` [B, L, H] plus ``positions`` [L, H] (a module-level function so that a benchmark
+    can time another form of its gradient, ``benchmarks.trainer_common``)."""
+    return x + positions[None, :, :]
+
+
 class BertEmbeddings(keras.layers.Layer):
     """Word + learned position + token type embeddings, then LayerNorm and dropout."""
 
@@ -191,7 +197,7 @@ class BertEmbeddings(keras.layers.Layer):
         # Positions 0..L-1 are a static slice of the table, not a gather.
         positions = ops.cast(self.position_embeddings.embeddings[:seq_len], self.compute_dtype)  # [L, H]
         x = self.word_embeddings(input_ids) + self.token_type_embeddings(segment_ids)  # [B, L, H]
-        x = x + positions[None, :, :]
+        x = add_positions(x, positions)
         x = self.layer_norm(x)
         return self.dropout(x, training=training)
 
