@@ -131,6 +131,8 @@ def rank(text: str) -> list[dict]:
     operands + outputs), ``shape`` (the most common output shape).
     """
     comps, entry = _computations(text)
+    if entry is None:
+        raise ValueError("no ENTRY computation: not the text of an HLO module")
     groups: dict[str, dict] = {}
 
     def visit(comp: str, times: int) -> None:
@@ -192,6 +194,19 @@ def summarize(text: str) -> dict:
     }
 
 
+def run_overrides(run: str) -> dict:
+    """The overrides of a ``benchmarks.trainer_common.RUNS`` run this script can compile."""
+    from benchmarks import trainer_common
+
+    known = sorted(name for name, (kind, _) in trainer_common.RUNS.items() if kind == "keras_jax")
+    if run not in known:
+        raise ValueError(f"run {run!r} is not a keras_jax run; known: {', '.join(known)}")
+    overrides = trainer_common.RUNS[run][1]
+    if overrides.get("xla_flags"):
+        raise ValueError(f"run {run!r} sets XLA flags of its own; pass them with --xla_flags")
+    return overrides
+
+
 def compile_run(run: str, args) -> dict:
     """Compiles one run's train step for the target GPU (in this process; sets up JAX first)."""
     from trainer.distribute import CUDNN_OUTSIDE_COMMAND_BUFFERS
@@ -210,14 +225,15 @@ def compile_run(run: str, args) -> dict:
     cudnn_attention.check_compute_capability = lambda capability: True
     cudnn_attention.is_cuda_compute_capability_equal = lambda capability: False
     with open(args.target_config) as f:
-        topology = topologies.get_topology_desc(platform="cuda", target_config=f.read(), topology="1x1x1")
+        try:
+            topology = topologies.get_topology_desc(platform="cuda", target_config=f.read(), topology="1x1x1")
+        except NotImplementedError as e:
+            raise RuntimeError(
+                f"JAX {jax.__version__} has no CUDA plugin to compile with ({e}); install "
+                "jax-cuda12-plugin and jax-cuda12-pjrt of the same version (this module's docstring)"
+            ) from e
     device = topology.devices[0]
-    kind, overrides = trainer_common.RUNS[run]
-    if kind != "keras_jax":
-        raise ValueError(f"{run} is a {kind} run; only keras_jax runs compile here")
-    overrides = {"attention_impl": "cudnn", **overrides}
-    if overrides.get("xla_flags"):
-        raise ValueError(f"{run} sets XLA flags of its own; pass them with --xla_flags")
+    overrides = {"attention_impl": "cudnn", **run_overrides(run)}
     spec = trainer_common.BenchSpec(
         run=run, size=args.size, vocab_size=args.vocab_size, batch_size=args.batch_size,
         seq_length=args.seq_length, max_predictions=args.max_predictions, steps=1, warmup=1,
@@ -288,7 +304,10 @@ def table(results: list[dict]) -> str:
 
 def _print_rank(path: str, top: int) -> None:
     with open(path) as f:
-        s = summarize(f.read())
+        try:
+            s = summarize(f.read())
+        except ValueError as e:
+            raise SystemExit(f"{path}: {e}") from e
     print(f"{'group':<60} {'count':>5} {'GB':>8}  most common output shape")
     for g in s["groups"][:top]:
         print(f"{g['group'][:60]:<60} {g['count']:>5} {g['gb']:>8.3f}  {g['shape'][:80]}")
@@ -319,12 +338,20 @@ def main(argv=None) -> int:
         return 0
     if not args.target_config:
         parser.error("--target_config is required to compile")
+    if not os.path.isfile(args.target_config):
+        parser.error(f"--target_config {args.target_config}: no such file")
     os.makedirs(args.out, exist_ok=True)
     if args.worker:
         print(RESULT_PREFIX + json.dumps(compile_run(args.worker, args)), flush=True)
         return 0
+    runs = [run for run in args.runs.split(",") if run]
+    for run in runs:
+        try:
+            run_overrides(run)
+        except ValueError as e:
+            parser.error(f"--runs: {e}")
     results = []
-    for run in filter(None, args.runs.split(",")):
+    for run in runs:
         print(f"=== {run}", flush=True)
         cmd = [sys.executable, "-m", "benchmarks.gpu_compile", *(argv or sys.argv[1:]), "--worker", run]
         proc = subprocess.run(cmd, capture_output=True, text=True)

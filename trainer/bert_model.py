@@ -125,7 +125,7 @@ class BertPretrainingModel(keras.Model):
         self.mlm_loss_metric.update_state(terms["mlm_losses"], sample_weight=terms["mlm_weights"])
         self.mlm_accuracy_metric.update_state(terms["mlm_correct"], sample_weight=terms["mlm_weights"])
         if self.config.use_nsp:
-            examples = terms.get("example_weights")  # None in training: every example counts
+            examples = terms.get(losses.EXAMPLE_WEIGHTS)  # None in training: every example counts
             self.nsp_loss_metric.update_state(terms["nsp_losses"], sample_weight=examples)
             self.nsp_accuracy_metric.update_state(terms["nsp_correct"], sample_weight=examples)
         return terms["loss"]

@@ -19,6 +19,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from trainer.data_spec import DataSpec
+from trainer.losses import EXAMPLE_WEIGHTS
 
 # Records in the shuffle buffer: ~20 MB at seq 128, enough to mix neighbouring files.
 SHUFFLE_BUFFER = 10_000
@@ -77,6 +78,15 @@ def _split_features(parsed: dict) -> tuple[dict, dict]:
         "next_sentence_labels": tf.reshape(as_int["next_sentence_labels"], [-1]),  # [B]
     }
     return features, labels
+
+
+def shard_files(pattern: str, num_shards: int = 1, shard_index: int = 0) -> list[str]:
+    """Every ``num_shards``-th file of ``pattern`` from ``shard_index`` (one shard per host);
+    refused when there are fewer files than shards."""
+    files = list_files(pattern)
+    if num_shards > 1 and len(files) < num_shards:
+        raise ValueError(f"{pattern}: {len(files)} file(s) cannot be sharded over {num_shards} hosts")
+    return files[shard_index::num_shards]
 
 
 def list_files(pattern: str) -> list[str]:
@@ -157,11 +167,7 @@ def make_dataset(
             (one shard per host); refused when there are fewer files than shards.
         skip_batches: batches to skip at the start (an exact continuation after a resume).
     """
-    files = list_files(pattern)
-    if num_shards > 1:
-        if len(files) < num_shards:
-            raise ValueError(f"{pattern}: {len(files)} file(s) cannot be sharded over {num_shards} hosts")
-        files = files[shard_index::num_shards]
+    files = shard_files(pattern, num_shards, shard_index)
     compression = spec.compression or ""
     ds = tf.data.Dataset.from_tensor_slices(files)
     if training:
@@ -184,9 +190,6 @@ def make_dataset(
         num_parallel_calls=tf.data.AUTOTUNE,
     )
     return without_autotune_thread(ds.prefetch(tf.data.AUTOTUNE))
-
-
-EXAMPLE_WEIGHTS = "example_weights"
 
 
 def _padded(batch_size: int):
@@ -216,9 +219,12 @@ def _padded(batch_size: int):
 def eval_batches(spec: DataSpec, pattern: str, *, batch_size: int, num_shards: int = 1) -> tuple[int, int]:
     """``(examples, batches)`` of the validation split: all its examples, and the batches each
     of ``num_shards`` hosts runs to see its own shard whole (the largest shard's count, rounded
-    up). Reads every record once."""
-    files = list_files(pattern)
-    counts = [count_records(spec, files[i::num_shards]) for i in range(num_shards)]
+    up). One host takes the count of ``metadata.json`` when it has one for ``pattern``; else
+    every record is read once."""
+    if num_shards == 1 and pattern == spec.eval_pattern and spec.num_eval_examples is not None:
+        counts = [spec.num_eval_examples]
+    else:
+        counts = [count_records(spec, shard_files(pattern, num_shards, i)) for i in range(num_shards)]
     return sum(counts), -(-max(counts) // batch_size)
 
 
@@ -228,11 +234,7 @@ def make_eval_dataset(
     """``batches`` batches of ``batch_size`` over this host's shard of the validation split, in
     order, each example once; what is left over after the shard is padding of weight 0
     (``example_weights``). ``batches`` comes from ``eval_batches`` (fewer evaluate a prefix)."""
-    files = list_files(pattern)
-    if num_shards > 1:
-        if len(files) < num_shards:
-            raise ValueError(f"{pattern}: {len(files)} file(s) cannot be sharded over {num_shards} hosts")
-        files = files[shard_index::num_shards]
+    files = shard_files(pattern, num_shards, shard_index)
     parse_spec = feature_spec(spec)
     records = tf.data.TFRecordDataset(files, compression_type=spec.compression or "")
     ds = records.batch(batch_size).map(lambda r: _split_features(tf.io.parse_example(r, parse_spec)))

@@ -42,6 +42,7 @@ Shape key: B batch, L sequence length, N heads, D head size.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import random
 
@@ -307,7 +308,7 @@ def hash_bits(shape: tuple[int, ...], seed):
         inner *= d
     if inner >= 2**32 or shape[0] >= 2**32:
         raise ValueError(
-            f"hash_bits: a slice of shape {shape[1:]} or {shape[0]} rows is 2^32 elements or more"
+            f"hash_bits: shape {shape} has {shape[0]} rows of {inner} elements; both must be under 2^32"
         )
     seed = jnp.asarray(seed).astype(jnp.uint32)
     k0 = _mix32(_mix32(seed[1] ^ jnp.uint32(0x9E3779B9)) + seed[0])
@@ -328,9 +329,8 @@ def _apply_hash_mask(x, rate: float, seed):
     return _keep_scaled(x, hash_bits(x.shape, seed) >= jnp.uint32(threshold), 1.0 - rate)
 
 
+@functools.cache
 def _hash_dropout_function():
-    import functools
-
     import jax
 
     @functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
@@ -348,9 +348,6 @@ def _hash_dropout_function():
     return dropout
 
 
-_hash_dropout = None
-
-
 def hash_dropout(x, rate: float, seed):
     """Dropout of ``x`` with a mask computed from ``hash_bits`` (JAX only).
 
@@ -365,10 +362,7 @@ def hash_dropout(x, rate: float, seed):
     Returns:
         ``x / (1 - rate)`` where kept, 0 elsewhere; same shape and dtype as ``x``.
     """
-    global _hash_dropout
-    if _hash_dropout is None:
-        _hash_dropout = _hash_dropout_function()
-    return _hash_dropout(x, float(rate), seed)
+    return _hash_dropout_function()(x, float(rate), seed)
 
 
 class Dropout(keras.layers.Dropout):

@@ -22,6 +22,9 @@ import threading
 import keras
 from keras import ops
 
+# Label of evaluation batches filled up with padding: 1 for an example, 0 for padding.
+EXAMPLE_WEIGHTS = "example_weights"
+
 # The MLM denominator of the micro-batch being traced, per thread (tf.distribute traces each
 # replica's step in a thread of its own); innermost last, empty outside a micro-batch.
 _MICRO_BATCH = threading.local()
@@ -107,9 +110,9 @@ def pretraining_losses(*, labels: dict, outputs: dict, use_nsp: bool) -> dict:
             ops.equal(ops.cast(ops.argmax(mlm_logits, axis=-1), "int32"), ids), "float32"
         ),
     }
-    example_weights = labels.get("example_weights")  # evaluation batches: 0 marks padding
+    example_weights = labels.get(EXAMPLE_WEIGHTS)  # evaluation batches: 0 marks padding
     if example_weights is not None:
-        result["example_weights"] = ops.cast(example_weights, "float32")
+        result[EXAMPLE_WEIGHTS] = ops.cast(example_weights, "float32")
     if use_nsp:
         nsp_logits = ops.cast(outputs["nsp_logits"], "float32")
         nsp_labels = ops.reshape(ops.cast(labels["next_sentence_labels"], "int32"), (-1,))  # [B]
@@ -118,7 +121,7 @@ def pretraining_losses(*, labels: dict, outputs: dict, use_nsp: bool) -> dict:
             global_batch = ops.cast(ops.shape(nsp_losses)[0] * num_replicas(), "float32")
             loss = loss + ops.sum(nsp_losses) / global_batch
         else:
-            w = result["example_weights"]
+            w = result[EXAMPLE_WEIGHTS]
             loss = loss + ops.sum(nsp_losses * w) / (ops.stop_gradient(_replica_sum(ops.sum(w))) + 1e-5)
         result["nsp_losses"] = nsp_losses
         result["nsp_correct"] = ops.cast(

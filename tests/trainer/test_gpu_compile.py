@@ -3,12 +3,20 @@ the CUDA plugin's environment, docs/benchmarks_trainer.md)."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from benchmarks.gpu_compile import rank, shape_bytes, summarize
+
+REPO = Path(__file__).resolve().parents[2]
 
 # A GPU-like module: a cuBLAS product, a cuDNN call reading one array twice, fusions in the
 # entry computation, in a command buffer (a call) and in a while-loop body run 4 times;
@@ -119,3 +127,36 @@ def test_the_benchmarks_position_gradient_product_is_the_batch_sum():
     for a, b in zip(plain, product, strict=True):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(_add_positions_matmul_gradient(x, positions), x + positions[None])
+
+
+def test_bad_input_is_refused_by_name(tmp_path, capsys):
+    from benchmarks import gpu_compile
+
+    with pytest.raises(SystemExit):
+        gpu_compile.main(["--target_config", str(tmp_path / "missing.txtpb")])
+    assert f"--target_config {tmp_path / 'missing.txtpb'}: no such file" in capsys.readouterr().err
+    spec = tmp_path / "h100.txtpb"
+    spec.write_text("gpu_device_info {}\n")
+    with pytest.raises(SystemExit):
+        gpu_compile.main(["--target_config", str(spec), "--runs", "keras_jax,torch_full"])
+    assert "--runs: run 'torch_full' is not a keras_jax run; known: keras_jax," in capsys.readouterr().err
+    with pytest.raises(ValueError, match="run 'keras_jax_gelu_tanh' sets XLA flags of its own"):
+        gpu_compile.run_overrides("keras_jax_gelu_tanh")
+    (tmp_path / "not.hlo").write_text("not HLO\n")
+    with pytest.raises(SystemExit, match="not.hlo: no ENTRY computation"):
+        gpu_compile.main(["--rank", str(tmp_path / "not.hlo")])
+
+
+def test_without_the_cuda_plugin_the_compile_says_what_to_install(tmp_path):
+    # This environment's JAX has no CUDA plugin, as a machine set up only for the project.
+    spec = tmp_path / "h100.txtpb"
+    spec.write_text("gpu_device_info {}\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.gpu_compile", "--target_config", str(spec), "--runs", "keras_jax",
+         "--out", str(tmp_path / "out")],
+        cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
+    )  # fmt: skip
+    assert proc.returncode == 0  # the table reports each run's error
+    (result,) = json.loads((tmp_path / "out" / "gpu_compile.json").read_text())
+    assert "has no CUDA plugin to compile with" in result["error"]
+    assert "install jax-cuda12-plugin and jax-cuda12-pjrt" in result["error"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -139,6 +140,10 @@ def test_evaluation_batches_hold_every_example_once_and_pad_with_weight_zero(dat
     last_features, last_labels = batches[-1]
     assert not last_labels["masked_lm_weights"].numpy()[4:].any()  # padding predicts nothing
     np.testing.assert_array_equal(last_features["input_mask"].numpy()[4:, :2], [[1, 0], [1, 0]])
+    # One host takes the count from metadata.json (set to 10 here: 2 batches), without reading.
+    assert input_pipeline.eval_batches(
+        dataclasses.replace(spec, num_eval_examples=10), spec.eval_pattern, batch_size=6
+    ) == (10, 2)
     # Two hosts: each runs 2 batches over its own files; together every example once.
     assert input_pipeline.eval_batches(spec, spec.eval_pattern, batch_size=6, num_shards=2) == (16, 2)
     seen = []
