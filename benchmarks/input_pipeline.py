@@ -165,7 +165,7 @@ def main(argv=None) -> int:
         )
         common = dict(batch_size=args.batch_size, batches=args.batches, warmup=args.warmup)
         ours = time_dataset(
-            input_pipeline.make_dataset(spec, pattern=pattern, batch_size=args.batch_size, training=True),
+            input_pipeline.make_dataset(spec, pattern=pattern, batch_size=args.batch_size),
             **common,
         )
         reference = time_dataset(

@@ -149,19 +149,18 @@ def make_dataset(
     *,
     pattern: str,
     batch_size: int,
-    training: bool,
     seed: int = 0,
     num_shards: int = 1,
     shard_index: int = 0,
     skip_batches: int = 0,
 ) -> tf.data.Dataset:
-    """The dataset of ``(features, labels)`` batches of ``batch_size`` (static shape).
+    """The training dataset: endless ``(features, labels)`` batches of ``batch_size`` (static
+    shape), shuffled (evaluation reads with ``make_eval_dataset``).
 
     Args:
         spec: shapes and compression of the records.
         pattern: the files to read (glob, local or ``gs://``).
         batch_size: examples per batch produced by this input pipeline.
-        training: shuffle and repeat forever (else one ordered pass).
         seed: seed of both shuffles; the order is the same for the same seed.
         num_shards, shard_index: read only every ``num_shards``-th file from ``shard_index``
             (one shard per host); refused when there are fewer files than shards.
@@ -170,17 +169,14 @@ def make_dataset(
     files = shard_files(pattern, num_shards, shard_index)
     compression = spec.compression or ""
     ds = tf.data.Dataset.from_tensor_slices(files)
-    if training:
-        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True).repeat()
-        ds = ds.interleave(
-            lambda f: tf.data.TFRecordDataset(f, compression_type=compression),
-            cycle_length=min(CYCLE_LENGTH, len(files)),
-            num_parallel_calls=tf.data.AUTOTUNE,
-            deterministic=True,  # a fixed order for a fixed seed
-        )
-        ds = ds.shuffle(SHUFFLE_BUFFER, seed=seed + 1, reshuffle_each_iteration=True)
-    else:
-        ds = tf.data.TFRecordDataset(ds, compression_type=compression)
+    ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True).repeat()
+    ds = ds.interleave(
+        lambda f: tf.data.TFRecordDataset(f, compression_type=compression),
+        cycle_length=min(CYCLE_LENGTH, len(files)),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,  # a fixed order for a fixed seed
+    )
+    ds = ds.shuffle(SHUFFLE_BUFFER, seed=seed + 1, reshuffle_each_iteration=True)
     if skip_batches:
         ds = ds.skip(skip_batches * batch_size)  # raw records: skipped before parsing
     ds = ds.batch(batch_size, drop_remainder=True)

@@ -459,7 +459,6 @@ class _Training:
             self.spec,
             pattern=self.spec.train_pattern,
             batch_size=batch,
-            training=True,
             # A fresh order after a resume (reshuffle), or the same order continued (skip).
             seed=self.cfg.seed if skip else self.cfg.seed + start_step,
             num_shards=shards,

@@ -26,7 +26,7 @@ def _ids(ds, n: int) -> list[tuple]:
 
 def test_static_int32_batches(data_dir):
     spec = load_data_spec(data_dir=data_dir)
-    ds = input_pipeline.make_dataset(spec, pattern=spec.train_pattern, batch_size=8, training=True)
+    ds = input_pipeline.make_dataset(spec, pattern=spec.train_pattern, batch_size=8)
     features, labels = ds.element_spec
     assert {k: (v.shape.as_list(), v.dtype) for k, v in features.items()} == {
         "input_ids": ([8, 32], tf.int32),
@@ -51,10 +51,11 @@ def test_eval_is_one_ordered_pass_and_gzip_reads(tmp_path):
     batches = {}
     for name, d in (("plain", plain), ("gz", gz)):
         spec = load_data_spec(data_dir=d)
-        ds = input_pipeline.make_dataset(spec, pattern=spec.eval_pattern, batch_size=8, training=False)
-        batches[name] = [f["input_ids"].numpy() for f, _ in ds]
+        assert input_pipeline.eval_batches(spec, spec.eval_pattern, batch_size=8) == (24, 3)
+        ds = input_pipeline.make_eval_dataset(spec, pattern=spec.eval_pattern, batch_size=8, batches=3)
+        batches[name] = [f["input_ids"].numpy() for f, y in ds if y["example_weights"].numpy().all()]
         assert input_pipeline.count_records(spec, spec.eval_pattern) == 24
-    assert len(batches["plain"]) == 3  # 24 records, one pass, drop_remainder
+    assert len(batches["plain"]) == 3  # 24 records, one pass, no padding needed
     for a, b in zip(batches["plain"], batches["gz"], strict=True):
         np.testing.assert_array_equal(a, b)
 
@@ -63,9 +64,7 @@ def test_same_seed_same_order_and_skip_continues_it(data_dir):
     spec = load_data_spec(data_dir=data_dir)
 
     def make(**kw):
-        return input_pipeline.make_dataset(
-            spec, pattern=spec.train_pattern, batch_size=4, training=True, **kw
-        )
+        return input_pipeline.make_dataset(spec, pattern=spec.train_pattern, batch_size=4, **kw)
 
     first = _ids(make(seed=1), 12)
     assert first == _ids(make(seed=1), 12)
@@ -77,16 +76,14 @@ def test_host_shards_read_disjoint_files(data_dir):
     spec = load_data_spec(data_dir=data_dir)
     seen = []
     for index in range(2):
-        ds = input_pipeline.make_dataset(
-            spec, pattern=spec.eval_pattern, batch_size=2, training=False, num_shards=2, shard_index=index
+        ds = input_pipeline.make_eval_dataset(
+            spec, pattern=spec.eval_pattern, batch_size=2, batches=4, num_shards=2, shard_index=index
         )
         seen.append({tuple(row) for f, _ in ds for row in f["input_ids"].numpy()})
     assert seen[0] and seen[1] and not seen[0] & seen[1]
     assert len(seen[0] | seen[1]) == 16
     with pytest.raises(ValueError, match="4 file\\(s\\) cannot be sharded over 8 hosts"):
-        input_pipeline.make_dataset(
-            spec, pattern=spec.eval_pattern, batch_size=2, training=False, num_shards=8
-        )
+        input_pipeline.make_dataset(spec, pattern=spec.eval_pattern, batch_size=2, num_shards=8)
 
 
 def test_synthetic_batches_have_the_right_ranges():
@@ -132,11 +129,16 @@ def test_evaluation_batches_hold_every_example_once_and_pad_with_weight_zero(dat
     assert len(batches) == 3 and all(f["input_ids"].shape == (6, 32) for f, _ in batches)
     weights = np.concatenate([y["example_weights"].numpy() for _, y in batches])
     np.testing.assert_array_equal(weights, [1] * 16 + [0] * 2)
-    ((whole, whole_labels),) = input_pipeline.make_dataset(
-        spec, pattern=spec.eval_pattern, batch_size=16, training=False
+    # The records in file order, read without the pipeline.
+    records = tf.data.TFRecordDataset(input_pipeline.list_files(spec.eval_pattern))
+    whole_ids = np.array(
+        [
+            tf.train.Example.FromString(r.numpy()).features.feature["input_ids"].int64_list.value
+            for r in records
+        ]
     )
     ids = np.concatenate([f["input_ids"].numpy() for f, _ in batches])
-    np.testing.assert_array_equal(ids[:16], whole["input_ids"].numpy())  # in order, once each
+    np.testing.assert_array_equal(ids[:16], whole_ids)  # in order, once each
     last_features, last_labels = batches[-1]
     assert not last_labels["masked_lm_weights"].numpy()[4:].any()  # padding predicts nothing
     np.testing.assert_array_equal(last_features["input_mask"].numpy()[4:, :2], [[1, 0], [1, 0]])
@@ -157,7 +159,7 @@ def test_evaluation_batches_hold_every_example_once_and_pad_with_weight_zero(dat
                 for row, w in zip(f["input_ids"].numpy(), y["example_weights"].numpy(), strict=True)
                 if w
             ]
-    assert sorted(seen) == sorted(tuple(row) for row in whole["input_ids"].numpy())
+    assert sorted(seen) == sorted(tuple(row) for row in whole_ids)
     # A host whose shard ends sooner runs whole batches of padding.
     extra = list(input_pipeline.make_eval_dataset(spec, pattern=spec.eval_pattern, batch_size=6, batches=4))[
         -1
