@@ -506,12 +506,17 @@ class _Training:
                     self._eval_ds = (None, 0)
                     return self._eval_ds
                 steps = min(steps, available) if steps else available
-                logger.info(
-                    "evaluation: %s in %d batch(es) of %d per host",
-                    f"all {examples} examples" if steps == available else f"the first {steps} batches",
-                    steps,
-                    batch,
-                )
+                if steps == available:
+                    logger.info(
+                        "evaluation: all %d examples in %d batch(es) of %d per host", examples, steps, batch
+                    )
+                else:
+                    logger.info(
+                        "evaluation: the first %d of %d batches of %d per host (--eval_steps)",
+                        steps,
+                        available,
+                        batch,
+                    )
                 ds = input_pipeline.make_eval_dataset(
                     self.spec,
                     pattern=self.spec.eval_pattern,
