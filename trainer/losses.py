@@ -77,6 +77,25 @@ def num_replicas() -> int:
     return tf.distribute.get_strategy().num_replicas_in_sync
 
 
+def _cross_entropy_and_hits(ids, logits):
+    """Cross-entropy of integer labels ``ids`` [...] under float32 ``logits`` [..., V], and
+    whether each label's logit is the largest (1.0) or not (0.0).
+
+    The loss is ``max + log(sum(exp(logits - max))) - logits[id]``, and a label is a hit when
+    its logit equals the maximum (a tie for the maximum counts as a hit, where an argmax would
+    take the first). The maximum serves both, so XLA reads the MLM head's [B, P, V] logits twice
+    (maximum and label's logit in one pass, sum of exponentials in another) where a
+    cross-entropy plus an argmax read them three times.
+    """
+    top = ops.stop_gradient(ops.max(logits, axis=-1, keepdims=True))  # the shift only: exact gradient
+    log_sum = ops.log(ops.sum(ops.exp(logits - top), axis=-1)) + top[..., 0]
+    # A select, not a gather: its gradient is elementwise, where a gather's is a scatter.
+    vocab = ops.arange(ops.shape(logits)[-1], dtype="int32")
+    picked = ops.sum(ops.where(vocab == ids[..., None], logits, 0.0), axis=-1)
+    hits = ops.cast(picked >= top[..., 0], "float32")
+    return log_sum - picked, hits
+
+
 def pretraining_losses(*, labels: dict, outputs: dict, use_nsp: bool) -> dict:
     """Computes this replica's share of the global-batch losses, plus per-example terms for metrics.
 
@@ -96,7 +115,7 @@ def pretraining_losses(*, labels: dict, outputs: dict, use_nsp: bool) -> dict:
     mlm_logits = ops.cast(outputs["mlm_logits"], "float32")
     ids = ops.cast(labels["masked_lm_ids"], "int32")
     weights = ops.cast(labels["masked_lm_weights"], "float32")
-    mlm_losses = keras.losses.sparse_categorical_crossentropy(ids, mlm_logits, from_logits=True)  # [B, P]
+    mlm_losses, mlm_correct = _cross_entropy_and_hits(ids, mlm_logits)  # [B, P] each
     stack = _micro_batch_denominators()
     if stack:
         denominator = stack[-1]
@@ -106,9 +125,7 @@ def pretraining_losses(*, labels: dict, outputs: dict, use_nsp: bool) -> dict:
     result = {
         "mlm_losses": mlm_losses,
         "mlm_weights": weights,
-        "mlm_correct": ops.cast(
-            ops.equal(ops.cast(ops.argmax(mlm_logits, axis=-1), "int32"), ids), "float32"
-        ),
+        "mlm_correct": mlm_correct,
     }
     example_weights = labels.get(EXAMPLE_WEIGHTS)  # evaluation batches: 0 marks padding
     if example_weights is not None:
