@@ -27,8 +27,8 @@ Runs (``--runs``, in order; each of ``--optional_runs`` starts only while ``--ti
   keras_jax_rbg         keras_jax with dropout masks from XLA's RngBitGenerator (--dropout_rng rbg)
   keras_jax_keras_gelu  keras_jax with keras.ops.gelu in place of trainer.layers.activation
   keras_jax_threefry_keras_gelu  both Threefry masks and keras.ops.gelu (the defaults of 2bd69d1)
-  keras_jax_position_matmul  keras_jax with the position-embedding gradient formed as a matrix
-                        product (no batch-minor layout; docs/benchmarks_trainer.md, compiled H100 step)
+  keras_jax_position_sum  keras_jax with the position-embedding gradient as XLA's plain sum over the
+                        batch (a batch-minor layout; docs/benchmarks_trainer.md, compiled H100 step)
   keras_jax_gelu_tanh   keras_jax with the tanh GELU (--hidden_act gelu_new, original BERT's) and
                         XLA_FLAGS=--xla_gpu_enable_cublaslt=true: XLA can then put bias + GELU into
                         the cuBLASLt matrix product's epilogue (the exact GELU has no such epilogue)

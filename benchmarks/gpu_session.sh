@@ -71,7 +71,7 @@ left=$((deadline - (SECONDS - start)))
 echo "== $((SECONDS - start)) s gone, $left s left for the optional runs"
 if [ "$left" -gt 80 ]; then
     KERAS_BACKEND=jax python3 -m benchmarks.gpu_bench --size base --batch_size 256 --no_attention_probe \
-        --runs "" --optional_runs "${GPU_SESSION_MORE_RUNS:-keras_jax_position_matmul,keras_jax_gelu_tanh,keras_jax_xla,keras_jax_rbg,torch_full}" \
+        --runs "" --optional_runs "${GPU_SESSION_MORE_RUNS:-keras_jax_position_sum,keras_jax_gelu_tanh,keras_jax_xla,keras_jax_rbg,torch_full}" \
         --large_batch_runs "${GPU_SESSION_LARGE_BATCH_RUNS-keras_jax}" --large_batch_size 512 \
         --time_budget_s "$left" --optional_run_estimate_s 70 --run_timeout_s 120 --profile_steps 5 \
         --out "$OUT/gpu_bench_more.json" "$@" 2>&1 | tee "$OUT/gpu_bench_more.log" || echo "gpu_bench exited with $?"

@@ -202,7 +202,8 @@ def torch_train_step(
 # name -> (worker kind, overrides). Overrides ending in "dropout_prob" change the model config;
 # "attention_impl" and "dropout_rng" are the trainer's kernel options (trainer/kernels.py);
 # "keras_gelu" puts back keras.ops.gelu in place of trainer.layers.activation;
-# "position_grad_matmul" forms the position-embedding gradient as a matrix product.
+# "position_sum" forms the position-embedding gradient as XLA's plain sum over the batch (the
+# trainer's form before its matrix product, trainer.kernels.add_rows).
 RUNS = {
     "keras_jax": ("keras_jax", {}),
     "keras_jax_xla": ("keras_jax", {"attention_impl": "xla"}),
@@ -216,7 +217,7 @@ RUNS = {
     ),
     "keras_jax_accum4": ("keras_jax", {"gradient_accumulation_steps": 4}),
     "keras_jax_keras_gelu": ("keras_jax", {"keras_gelu": True}),
-    "keras_jax_position_matmul": ("keras_jax", {"position_grad_matmul": True}),
+    "keras_jax_position_sum": ("keras_jax", {"position_sum": True}),
     # The defaults of 2bd69d1, measured on an H100: Threefry masks and keras.ops.gelu.
     "keras_jax_threefry_keras_gelu": ("keras_jax", {"dropout_rng": "keras", "keras_gelu": True}),
     "keras_tf": ("keras_tf", {}),
@@ -350,34 +351,6 @@ def _finish(spec: BenchSpec, config: BertConfig, timing: dict, extra: dict) -> d
     return result
 
 
-def _add_positions_matmul_gradient(x, positions):
-    """``trainer.layers.add_positions`` whose gradient for ``positions`` (a sum over the batch)
-    is a [1, B] x [B, L*H] product (JAX only). Compiled for an H100, XLA then keeps activations
-    in their natural layout instead of a batch-minor one (no transposes, about 130 kernels fewer
-    a step) but stores the hash dropout masks (docs/benchmarks_trainer.md); only a GPU can say
-    which is faster."""
-    import jax
-    import jax.numpy as jnp
-
-    @jax.custom_vjp
-    def add(x, positions):
-        return x + positions[None]
-
-    def forward(x, positions):
-        return x + positions[None], None
-
-    def backward(_, grad):
-        b = grad.shape[0]
-        ones = jnp.ones((1, b), grad.dtype)
-        summed = jax.lax.dot_general(
-            ones, grad.reshape(b, -1), (((1,), (0,)), ((), ())), preferred_element_type=jnp.float32
-        )
-        return grad, summed.reshape(grad.shape[1:]).astype(grad.dtype)
-
-    add.defvjp(forward, backward)
-    return add(x, positions)
-
-
 def _keras_setup(spec: BenchSpec, overrides: dict, *, probe: bool = True):
     """Builds our model and the trainer's optimizer under the current Keras backend.
 
@@ -406,10 +379,10 @@ def _keras_setup(spec: BenchSpec, overrides: dict, *, probe: bool = True):
         from trainer import layers
 
         layers.activation = lambda config, x: keras.ops.gelu(x, approximate=config.hidden_act == "gelu_new")
-    if overrides.get("position_grad_matmul"):
+    if overrides.get("position_sum"):
         from trainer import layers
 
-        layers.add_positions = _add_positions_matmul_gradient
+        layers.add_positions = lambda x, positions: x + positions[None, :, :]
     model = BertPretrainingModel(config, options)
     model.gradient_accumulation_steps = overrides.get("gradient_accumulation_steps", 1)
     # The trainer's optimizer: AdamW (no decay on LayerNorm and biases), global-norm clip 1.0;

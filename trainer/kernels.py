@@ -322,6 +322,54 @@ def hash_bits(shape: tuple[int, ...], seed):
     return _mix32(_mix32(offset ^ k0) + _mix32(row ^ k1))
 
 
+def barrier(values):
+    """``values`` (a tuple of arrays), materialised as they are: on JAX an optimisation
+    barrier, which XLA neither fuses through nor recomputes across; elsewhere ``values``."""
+    if keras.backend.backend() != "jax":
+        return values
+    import jax
+
+    return jax.lax.optimization_barrier(values)
+
+
+@functools.cache
+def _add_rows_function():
+    import jax
+    import jax.numpy as jnp
+
+    @jax.custom_vjp
+    def add(x, rows):
+        return x + rows[None]
+
+    def forward(x, rows):
+        return x + rows[None], None
+
+    def backward(_, grad):
+        batch = grad.shape[0]
+        summed = jax.lax.dot_general(
+            jnp.ones((1, batch), grad.dtype),
+            grad.reshape(batch, -1),
+            (((1,), (0,)), ((), ())),
+            preferred_element_type=jnp.float32,
+        )
+        return grad, summed.reshape(grad.shape[1:]).astype(grad.dtype)
+
+    add.defvjp(forward, backward)
+    return add
+
+
+def add_rows(x, rows):
+    """``x`` [B, ...] plus ``rows`` (``x.shape[1:]``) on every row (JAX only), whose gradient for
+    ``rows``, a sum over B, is a [1, B] x [B, rest] matrix product accumulated in float32.
+
+    Compiled for an H100, XLA gives the plain sum over B (a reduction over the major axis) a
+    batch-minor layout and carries it through the backward pass: about 150 kernels a step
+    transpose activations, and LayerNorm stays out of XLA's normalisation kernels. The product
+    leaves every activation in its natural layout.
+    """
+    return _add_rows_function()(x, rows)
+
+
 def _apply_hash_mask(x, rate: float, seed):
     import jax.numpy as jnp
 

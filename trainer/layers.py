@@ -133,13 +133,21 @@ def _layer_norm_16(x, gamma, beta, epsilon: float):
         def grad(*args, upstream=None):
             upstream = args[0] if upstream is None else upstream
             dy = ops.cast(upstream, "float32")
-            xhat = (ops.cast(x, "float32") - mean) * rstd
+            # The row statistics as the forward pass left them: without the barrier, XLA (GPU)
+            # computes them again in each kernel of this pass that needs them, and the one that
+            # forms dy * xhat for gamma's gradient becomes a normalisation kernel that writes
+            # that product out in float32 before a separate reduction reads it back.
+            x_, mean_, rstd_ = kernels.barrier((x, mean, rstd))
+            xhat = (ops.cast(x_, "float32") - mean_) * rstd_
             g = dy * gamma
-            dx = rstd * (
+            dx = rstd_ * (
                 g - ops.mean(g, axis=-1, keepdims=True) - xhat * ops.mean(g * xhat, axis=-1, keepdims=True)
             )
             rows = tuple(range(len(x.shape) - 1))
-            return ops.cast(dx, x.dtype), ops.sum(dy * xhat, axis=rows), ops.sum(dy, axis=rows)
+            # gamma's and beta's gradients in one reduction over the rows: one pass over dy.
+            sums = ops.sum(ops.concatenate([dy * xhat, dy], axis=-1), axis=rows)  # [2H]
+            width = x.shape[-1]
+            return ops.cast(dx, x.dtype), sums[:width], sums[width:]
 
         return ops.cast(centred * rstd * gamma + beta, x.dtype), grad
 
@@ -155,8 +163,11 @@ def _norm_vars(prefix: str, layer: keras.layers.LayerNormalization) -> list:
 
 
 def add_positions(x, positions):
-    """``x`` [B, L, H] plus ``positions`` [L, H] (a module-level function so that a benchmark
-    can time another form of its gradient, ``benchmarks.trainer_common``)."""
+    """``x`` [B, L, H] plus ``positions`` [L, H]; on JAX the gradient of ``positions`` is a
+    matrix product (``kernels.add_rows``). A module-level function, so that a benchmark can time
+    the plain sum (``benchmarks.trainer_common``)."""
+    if keras.backend.backend() == "jax" and not isinstance(x, keras.KerasTensor):
+        return kernels.add_rows(x, positions)
     return x + positions[None, :, :]
 
 
@@ -246,10 +257,17 @@ class TransformerLayer(keras.layers.Layer):
         cfg = self.config
         batch, seq_len = ops.shape(x)[0], ops.shape(x)[1]
         heads_shape = (batch, seq_len, cfg.num_attention_heads, cfg.head_size)
-        # Heads are contiguous D-wide column blocks of the flat [H, H] kernels, as in HF.
-        q = ops.reshape(self.query(x), heads_shape)  # [B, L, N, D]
-        k = ops.reshape(self.key(x), heads_shape)
-        v = ops.reshape(self.value(x), heads_shape)
+        # One [H, 3H] product for queries, keys and values (their own variables, joined here):
+        # one bias kernel forward, and one product for x's gradient instead of three and a sum.
+        # Heads are contiguous D-wide column blocks of each flat [H, H] kernel, as in HF.
+        projections, dtype = (self.query, self.key, self.value), self.query.compute_dtype
+        kernel = ops.concatenate([ops.cast(p.kernel, dtype) for p in projections], axis=1)
+        bias = ops.concatenate([ops.cast(p.bias, dtype) for p in projections], axis=0)
+        qkv = ops.matmul(ops.cast(x, dtype), kernel) + bias  # [B, L, 3H]
+        h = cfg.hidden_size
+        q = ops.reshape(qkv[..., :h], heads_shape)  # [B, L, N, D]
+        k = ops.reshape(qkv[..., h : 2 * h], heads_shape)
+        v = ops.reshape(qkv[..., 2 * h :], heads_shape)
         rate = cfg.attention_probs_dropout_prob if training else 0.0
         # A full [B, 1, L, L] mask: cuDNN fused attention (JAX on GPU, bf16) turns the mask into
         # a bias that must span both sequence axes; a [B, 1, 1, L] one makes JAX fall back to

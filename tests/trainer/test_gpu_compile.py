@@ -11,7 +11,6 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import pytest
 
 from benchmarks.gpu_compile import rank, shape_bytes, summarize
@@ -109,24 +108,6 @@ def test_rank_reads_what_xla_compiles():
     assert any(g["bytes"] == 3 * 16384 and g["count"] == 3 for g in by_shape["f32[64,32]"])
     # The product (and tanh, fused or not) make the f32[64,16] output from 8 KiB and 2 KiB.
     assert sum(g["bytes"] for g in by_shape["f32[64,16]"]) >= 8192 + 2048 + 4096
-
-
-def test_the_benchmarks_position_gradient_product_is_the_batch_sum():
-    # keras_jax_position_matmul must time the same function and gradient as the trainer.
-    from benchmarks.trainer_common import _add_positions_matmul_gradient
-
-    rng = np.random.default_rng(0)
-    x = jnp.asarray(rng.normal(size=(4, 8, 16)), jnp.float32)
-    positions = jnp.asarray(rng.normal(size=(8, 16)), jnp.float32)
-
-    def loss(add):
-        return lambda x, p: jnp.sum(jnp.sin(add(x, p)) * jnp.arange(16.0))
-
-    plain = jax.grad(loss(lambda x, p: x + p[None]), argnums=(0, 1))(x, positions)
-    product = jax.grad(loss(_add_positions_matmul_gradient), argnums=(0, 1))(x, positions)
-    for a, b in zip(plain, product, strict=True):
-        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-5)
-    np.testing.assert_array_equal(_add_positions_matmul_gradient(x, positions), x + positions[None])
 
 
 def test_bad_input_is_refused_by_name(tmp_path, capsys):

@@ -76,6 +76,30 @@ def _z_correlation(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a.ravel(), b.ravel())[0, 1] * np.sqrt(a.size))
 
 
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_add_rows_is_a_broadcast_sum_whose_row_gradient_is_the_batch_sum(dtype):
+    # trainer.layers.add_positions on JAX: same output and gradients as x + rows[None], the
+    # rows' gradient a product accumulated in float32 (then rounded once to the input dtype).
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(64, 8, 16)), dtype)
+    rows = jnp.asarray(rng.normal(size=(8, 16)), dtype)
+    weights = jnp.asarray(rng.normal(size=(64, 8, 16)), jnp.float32)
+
+    def loss(add):
+        return lambda x, r: jnp.sum(jnp.sin(add(x, r).astype(jnp.float32)) * weights)
+
+    np.testing.assert_array_equal(kernels.add_rows(x, rows), x + rows[None])
+    plain = jax.grad(loss(lambda x, r: x + r[None]), argnums=(0, 1))(x, rows)
+    product = jax.grad(loss(kernels.add_rows), argnums=(0, 1))(x, rows)
+    np.testing.assert_array_equal(product[0], plain[0])
+    assert product[1].dtype == dtype
+    upstream = np.cos(np.asarray((x + rows[None]).astype(jnp.float32), np.float64)) * np.asarray(weights)
+    exact = upstream.sum(axis=0)  # float64 sum over the batch of the same upstream gradient
+    scale = np.abs(exact).max()
+    error = np.abs(np.asarray(product[1].astype(jnp.float32)) - exact).max() / scale
+    assert error < (1e-6 if dtype == jnp.float32 else 2**-8), error
+
+
 def test_hash_dropout_masks_are_bernoulli_and_independent():
     shape = (32, 128, 768)  # a BERT-base hidden state at batch 32: 3.1M draws
     seed = jnp.array([1234, 0], jnp.uint32)
