@@ -203,7 +203,8 @@ def torch_train_step(
 # "attention_impl" and "dropout_rng" are the trainer's kernel options (trainer/kernels.py);
 # "keras_gelu" puts back keras.ops.gelu in place of trainer.layers.activation;
 # "position_sum" forms the position-embedding gradient as XLA's plain sum over the batch (the
-# trainer's form before its matrix product, trainer.kernels.add_rows).
+# trainer's form before its matrix product, trainer.kernels.add_rows); "welford" computes
+# LayerNorm's row statistics in one pass (_welford_row_moments).
 RUNS = {
     "keras_jax": ("keras_jax", {}),
     "keras_jax_xla": ("keras_jax", {"attention_impl": "xla"}),
@@ -218,6 +219,7 @@ RUNS = {
     "keras_jax_accum4": ("keras_jax", {"gradient_accumulation_steps": 4}),
     "keras_jax_keras_gelu": ("keras_jax", {"keras_gelu": True}),
     "keras_jax_position_sum": ("keras_jax", {"position_sum": True}),
+    "keras_jax_welford": ("keras_jax", {"welford": True}),
     # The defaults of 2bd69d1, measured on an H100: Threefry masks and keras.ops.gelu.
     "keras_jax_threefry_keras_gelu": ("keras_jax", {"dropout_rng": "keras", "keras_gelu": True}),
     "keras_tf": ("keras_tf", {}),
@@ -351,6 +353,30 @@ def _finish(spec: BenchSpec, config: BertConfig, timing: dict, extra: dict) -> d
     return result
 
 
+def _welford_row_moments(xf):
+    """``trainer.layers.row_moments`` in one pass (JAX only): a variadic reduction of (count,
+    mean, sum of squared deviations) pairs merged as in Chan et al., so that LayerNorm's
+    statistics come from the kernel that makes its input. Compiled for an H100 it saves one
+    read of every LayerNorm input (docs/benchmarks_trainer.md); on CPU it is slower, and with
+    a row mean far from 0 against the spread it loses precision the two-pass form keeps."""
+    import jax
+    import jax.numpy as jnp
+
+    def merge(a, b):
+        na, ma, sa = a
+        nb, mb, sb = b
+        n = na + nb
+        d = mb - ma
+        inv = jnp.where(n > 0, 1.0 / jnp.maximum(n, 1.0), 0.0)
+        return n, ma + d * (nb * inv), sa + sb + d * d * (na * nb * inv)
+
+    zero = jnp.float32(0)
+    n, mean, squares = jax.lax.reduce(
+        (jnp.ones_like(xf), xf, jnp.zeros_like(xf)), (zero, zero, zero), merge, (xf.ndim - 1,)
+    )
+    return mean[..., None], (squares / n)[..., None]
+
+
 def _keras_setup(spec: BenchSpec, overrides: dict, *, probe: bool = True):
     """Builds our model and the trainer's optimizer under the current Keras backend.
 
@@ -379,6 +405,10 @@ def _keras_setup(spec: BenchSpec, overrides: dict, *, probe: bool = True):
         from trainer import layers
 
         layers.activation = lambda config, x: keras.ops.gelu(x, approximate=config.hidden_act == "gelu_new")
+    if overrides.get("welford"):
+        from trainer import layers
+
+        layers.row_moments = _welford_row_moments
     if overrides.get("position_sum"):
         from trainer import layers
 

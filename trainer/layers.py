@@ -120,15 +120,25 @@ class LayerNorm(keras.layers.LayerNormalization):
         return super().call(inputs)
 
 
+def row_moments(xf):
+    """Mean and variance of float32 ``xf`` over its last axis (kept), in two passes: the
+    variance from the centred values, exact where the mean is large against the spread. A
+    module-level function, so that a benchmark can time a one-pass form
+    (``benchmarks.trainer_common``)."""
+    mean = ops.mean(xf, axis=-1, keepdims=True)
+    centred = xf - mean
+    return mean, ops.mean(centred * centred, axis=-1, keepdims=True)
+
+
 def _layer_norm_16(x, gamma, beta, epsilon: float):
     """LayerNorm of 16-bit ``x`` over its last axis, in float32, rounded once to ``x``'s dtype."""
 
     @ops.custom_gradient
     def forward(x, gamma, beta):
         xf = ops.cast(x, "float32")
-        mean = ops.mean(xf, axis=-1, keepdims=True)
+        mean, variance = row_moments(xf)
         centred = xf - mean
-        rstd = ops.rsqrt(ops.mean(centred * centred, axis=-1, keepdims=True) + epsilon)
+        rstd = ops.rsqrt(variance + epsilon)
 
         def grad(*args, upstream=None):
             upstream = args[0] if upstream is None else upstream

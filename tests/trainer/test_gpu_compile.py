@@ -110,6 +110,24 @@ def test_rank_reads_what_xla_compiles():
     assert sum(g["bytes"] for g in by_shape["f32[64,16]"]) >= 8192 + 2048 + 4096
 
 
+def test_the_benchmarks_one_pass_row_moments_match_two_passes():
+    # keras_jax_welford must time the same LayerNorm statistics as the trainer, to float32
+    # rounding (relative to the spread; looser with a row mean 100 times the spread).
+    import numpy as np
+
+    from benchmarks.trainer_common import _welford_row_moments
+    from trainer.layers import row_moments
+
+    rng = np.random.default_rng(0)
+    for centre, tolerance in ((0.0, 1e-5), (100.0, 1e-3)):
+        x = jnp.asarray(rng.normal(centre, 1.0, size=(64, 768)), jnp.float32)
+        exact = np.asarray(x, np.float64)
+        for mean, variance in (row_moments(x), _welford_row_moments(x)):
+            assert mean.shape == variance.shape == (64, 1)
+            np.testing.assert_allclose(np.asarray(mean)[:, 0], exact.mean(-1), atol=tolerance)
+            np.testing.assert_allclose(np.asarray(variance)[:, 0], exact.var(-1), rtol=tolerance)
+
+
 def test_bad_input_is_refused_by_name(tmp_path, capsys):
     from benchmarks import gpu_compile
 
