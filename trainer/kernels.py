@@ -19,8 +19,9 @@ or its export:
   are generated for the global array on every device, so it suits one accelerator.
   ``hash`` computes each element's random word as a hash of its position and the layer's
   seed (``hash_dropout``): a few integer operations that XLA fuses into the kernel that
-  applies the mask, in the forward pass and again in the backward pass, so no mask is stored
-  and no generator kernel runs; it is a pure function of the global position, so every device
+  applies the mask, so no generator kernel runs, and the backward pass needs only the seed
+  (XLA may still keep a mask it computed, as a 1-byte array, where it judges that cheaper);
+  it is a pure function of the global position, so every device
   computes only its own rows. ``auto`` (the default) is ``hash`` on JAX and ``keras`` on
   TensorFlow, which has none of the others.
 
@@ -360,7 +361,8 @@ def _add_rows_function():
 
 def add_rows(x, rows):
     """``x`` [B, ...] plus ``rows`` (``x.shape[1:]``) on every row (JAX only), whose gradient for
-    ``rows``, a sum over B, is a [1, B] x [B, rest] matrix product accumulated in float32.
+    ``rows``, a sum over B, is a [1, B] x [B, rest] matrix product accumulated in float32
+    (a custom VJP: reverse-mode differentiation only).
 
     Compiled for an H100, XLA gives the plain sum over B (a reduction over the major axis) a
     batch-minor layout and carries it through the backward pass: about 150 kernels a step

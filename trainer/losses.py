@@ -86,6 +86,9 @@ def _cross_entropy_and_hits(ids, logits):
     take the first). The maximum serves both, so XLA reads the MLM head's [B, P, V] logits twice
     (maximum and label's logit in one pass, sum of exponentials in another) where a
     cross-entropy plus an argmax read them three times.
+
+    ``ids`` must lie in [0, V), as the data contract guarantees (padding positions carry id 0
+    and weight 0): an id outside selects no logit, so its loss would be the log-sum alone.
     """
     top = ops.stop_gradient(ops.max(logits, axis=-1, keepdims=True))  # the shift only: exact gradient
     log_sum = ops.log(ops.sum(ops.exp(logits - top), axis=-1)) + top[..., 0]
