@@ -30,6 +30,7 @@ puts every matrix product on cuBLAS, so that the byte counts below are those of 
 kernels only). The ranking alone, for any optimised HLO text (also a GPU dump)::
 
     python -m benchmarks.gpu_compile --rank FILE.hlo.txt
+    python -m benchmarks.gpu_compile --rank FILE.hlo.txt --sequence   # every kernel, in order
 
 Bytes of a kernel are its operands' plus its output's sizes: an upper estimate (a kernel that
 reads a slice of an operand is charged all of it).
@@ -120,22 +121,24 @@ def _instruction(line: str):
     return name, shape, m.group(1), re.findall(r"%([\w.\-]+)", tail[m.end() : j - 1]), tail[j:]
 
 
-def rank(text: str) -> list[dict]:
-    """Kernel groups of an optimised HLO module, most bytes first, per execution of the module.
+def kernels(text: str) -> list[dict]:
+    """Every kernel of an optimised HLO module, in program order.
 
     Kernels are the fusions, copies, transposes and custom calls reached from the entry
-    computation through while loops (times their ``known_trip_count``, once when XLA does not
+    computation through while loops (run ``known_trip_count`` times, once when XLA does not
     know it), calls (command buffers), async wrappers and conditionals (every branch, an upper
-    estimate); not the computations inside a fusion. A group is a fusion's name without its
-    numeric suffix, or a custom call's target. Each group: ``count``, ``bytes`` (the distinct
-    operands + outputs), ``shape`` (the most common output shape).
+    estimate); not the computations inside a fusion. Each: ``name``; ``group`` (the name
+    without its numeric suffix, or ``custom-call <target>``); ``shape`` (the output's, layouts
+    dropped); ``bytes`` per run (the distinct operands + the outputs); ``runs`` per execution of
+    the module; ``source`` (the ``op_name`` of its metadata: which layer and operation of the
+    traced program it comes from, "" when absent).
     """
     comps, entry = _computations(text)
     if entry is None:
         raise ValueError("no ENTRY computation: not the text of an HLO module")
-    groups: dict[str, dict] = {}
+    found: list[dict] = []
 
-    def visit(comp: str, times: int) -> None:
+    def visit(comp: str, runs: int) -> None:
         parsed = [i for i in map(_instruction, comps.get(comp, [])) if i]
         shapes = {i[0]: i[1] for i in parsed}
         for name, shape, op, operands, attrs in parsed:
@@ -143,14 +146,14 @@ def rank(text: str) -> list[dict]:
                 trips = re.search(r'"known_trip_count":\{"n":"(\d+)"', attrs)
                 body = re.search(r"\bbody=%?([\w.\-]+)", attrs)
                 if body:
-                    visit(body.group(1), times * (int(trips.group(1)) if trips else 1))
+                    visit(body.group(1), runs * (int(trips.group(1)) if trips else 1))
                 continue
             if op in ("call", "async-start", "conditional"):
                 called = re.findall(r"(?:to_apply|calls)=%?([\w.\-]+)", attrs)
                 branches = re.search(r"branch_computations=\{([^}]*)\}", attrs)
                 called += re.findall(r"%?([\w.\-]+)", branches.group(1)) if branches else []
                 for computation in called:
-                    visit(computation, times)
+                    visit(computation, runs)
                 continue
             if op not in _KERNELS:
                 continue
@@ -159,15 +162,35 @@ def rank(text: str) -> list[dict]:
                 group = f"custom-call {target.group(1) if target else '?'}"
             else:
                 group = re.sub(r"(\.\d+)+$", "", name)
-            g = groups.setdefault(
-                group, {"group": group, "count": 0, "bytes": 0, "shapes": collections.Counter()}
-            )
-            g["count"] += times
             inputs = sum(shape_bytes(shapes.get(o, "")) for o in dict.fromkeys(operands))
-            g["bytes"] += times * (shape_bytes(shape) + inputs)
-            g["shapes"][re.sub(r"\{[^{}]*\}", "", shape)] += times
+            source = re.search(r'op_name="([^"]*)"', attrs)
+            found.append(
+                {
+                    "name": name,
+                    "group": group,
+                    "shape": re.sub(r"\{[^{}]*\}", "", shape),
+                    "bytes": shape_bytes(shape) + inputs,
+                    "runs": runs,
+                    "source": source.group(1) if source else "",
+                }
+            )
 
     visit(entry, 1)
+    return found
+
+
+def rank(text: str) -> list[dict]:
+    """``kernels`` grouped, most bytes first, per execution of the module: each group's
+    ``count`` (runs), ``bytes`` (summed over its runs) and ``shape`` (its most common output
+    shape)."""
+    groups: dict[str, dict] = {}
+    for k in kernels(text):
+        g = groups.setdefault(
+            k["group"], {"group": k["group"], "count": 0, "bytes": 0, "shapes": collections.Counter()}
+        )
+        g["count"] += k["runs"]
+        g["bytes"] += k["runs"] * k["bytes"]
+        g["shapes"][k["shape"]] += k["runs"]
     ranked = sorted(groups.values(), key=lambda g: -g["bytes"])
     for g in ranked:
         g["shape"] = g.pop("shapes").most_common(1)[0][0]
@@ -314,6 +337,24 @@ def _print_rank(path: str, top: int) -> None:
     print(f"{'total':<60} {s['all']['kernels']:>5} {s['all']['gb']:>8.3f}")
 
 
+def _print_sequence(path: str, min_mb: float) -> None:
+    with open(path) as f:
+        try:
+            found = kernels(f.read())
+        except ValueError as e:
+            raise SystemExit(f"{path}: {e}") from e
+    shown = 0
+    for i, k in enumerate(found):
+        if k["bytes"] / 1e6 < min_mb:
+            continue
+        shown += 1
+        runs = f" x{k['runs']}" if k["runs"] > 1 else ""
+        print(
+            f"{i:>5} {k['bytes'] / 1e6:>9.1f} MB{runs:<5} {k['name'][:40]:<40} {k['shape'][:60]:<60} {k['source'][-90:]}"
+        )
+    print(f"{shown} of {len(found)} kernels at {min_mb} MB or more")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -331,10 +372,19 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="/tmp/gpu_compile")
     parser.add_argument("--rank", metavar="HLO_TXT", help="only rank the kernels of this optimised HLO text")
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument(
+        "--sequence",
+        action="store_true",
+        help="with --rank: list the kernels in program order (bytes, output shape, source operation)",
+    )
+    parser.add_argument("--min_mb", type=float, default=1.0, help="with --sequence: skip smaller kernels")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.rank:
-        _print_rank(args.rank, args.top)
+        if args.sequence:
+            _print_sequence(args.rank, args.min_mb)
+        else:
+            _print_rank(args.rank, args.top)
         return 0
     if not args.target_config:
         parser.error("--target_config is required to compile")

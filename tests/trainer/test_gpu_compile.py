@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from benchmarks.gpu_compile import rank, shape_bytes, summarize
+from benchmarks.gpu_compile import kernels, main, rank, shape_bytes, summarize
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -89,6 +89,35 @@ def test_rank_charges_each_kernel_its_operands_and_outputs():
     assert s["all"]["kernels"] == 9
 
 
+def test_kernels_are_listed_in_program_order_with_their_runs(capsys):
+    found = kernels(GPU_LIKE)
+    assert [(k["name"], k["runs"], k["bytes"]) for k in found] == [
+        ("mm", 1, 512 + 256 + 1024 + 1024),
+        ("att", 1, 1024 + 1024),
+        ("loop_add_fusion.1", 1, 2048),
+        ("loop_add_fusion.2.1", 1, 2048),
+        ("loop_add_fusion.9", 1, 2048),  # in the command buffer
+        ("loop_add_fusion.3", 4, 2048),  # in the loop body
+    ]
+    assert found[1]["group"] == "custom-call __cudnn$fmhaSoftmax"
+    assert found[1]["shape"] == "(bf16[32,16], u8[0])"  # layouts dropped
+    assert sum(k["runs"] * k["bytes"] for k in found) == sum(g["bytes"] for g in rank(GPU_LIKE))
+    # --sequence prints them in that order, with their runs, and skips the small ones.
+    path = Path(os.environ.get("TMPDIR", "/tmp")) / f"gpu_like_{os.getpid()}.hlo.txt"
+    path.write_text(GPU_LIKE)
+    try:
+        main(["--rank", str(path), "--sequence", "--min_mb", "0"])
+        everything = capsys.readouterr().out.splitlines()
+        main(["--rank", str(path), "--sequence", "--min_mb", "0.0025"])
+        large = capsys.readouterr().out.splitlines()
+    finally:
+        path.unlink()
+    assert [line.split()[0] for line in everything[:-1]] == ["0", "1", "2", "3", "4", "5"]
+    assert [k["name"] in line for k, line in zip(found, everything, strict=False)] == [True] * 6
+    assert " x4 " in everything[5] and everything[-1] == "6 of 6 kernels at 0.0 MB or more"
+    assert len(large) == 2 and " mm " in large[0] and large[-1] == "1 of 6 kernels at 0.0025 MB or more"
+
+
 def test_an_unknown_element_type_is_refused_by_name():
     with pytest.raises(ValueError, match=r"unknown element type 'q7' in the HLO shape 'q7\[4\]'"):
         shape_bytes("q7[4]")
@@ -108,6 +137,8 @@ def test_rank_reads_what_xla_compiles():
     assert any(g["bytes"] == 3 * 16384 and g["count"] == 3 for g in by_shape["f32[64,32]"])
     # The product (and tanh, fused or not) make the f32[64,16] output from 8 KiB and 2 KiB.
     assert sum(g["bytes"] for g in by_shape["f32[64,16]"]) >= 8192 + 2048 + 4096
+    # Each kernel names the traced operation it comes from.
+    assert any(k["source"].endswith("tanh") or "dot_general" in k["source"] for k in kernels(text))
 
 
 def test_the_benchmarks_one_pass_row_moments_match_two_passes():
