@@ -25,9 +25,9 @@ Run from the repository root::
 Runs are ``benchmarks.trainer_common.RUNS`` names of the ``keras_jax`` kind; ``attention_impl``
 ``auto`` becomes ``cudnn`` (what the trainer's probe picks on an H100 in bf16). Each run
 compiles in its own process and leaves ``<out>/<run>.hlo.txt`` (the optimised program) and a
-row in ``<out>/gpu_compile.json``. ``--xla_flags`` adds flags (``--xla_gpu_enable_triton_gemm=false``
-puts every matrix product on cuBLAS, so that the byte counts below are those of the other
-kernels only). The ranking alone, for any optimised HLO text (also a GPU dump)::
+row in ``<out>/gpu_compile.json``. A run's own XLA flags apply (``keras_jax_cublas``,
+``keras_jax_gelu_tanh``); ``--xla_flags`` adds more to every run
+(``--xla_gpu_enable_triton_gemm=false`` puts every matrix product on cuBLAS). The ranking alone, for any optimised HLO text (also a GPU dump)::
 
     python -m benchmarks.gpu_compile --rank FILE.hlo.txt
     python -m benchmarks.gpu_compile --rank FILE.hlo.txt --sequence   # every kernel, in order
@@ -224,18 +224,18 @@ def run_overrides(run: str) -> dict:
     known = sorted(name for name, (kind, _) in trainer_common.RUNS.items() if kind == "keras_jax")
     if run not in known:
         raise ValueError(f"run {run!r} is not a keras_jax run; known: {', '.join(known)}")
-    overrides = trainer_common.RUNS[run][1]
-    if overrides.get("xla_flags"):
-        raise ValueError(f"run {run!r} sets XLA flags of its own; pass them with --xla_flags")
-    return overrides
+    return trainer_common.RUNS[run][1]
 
 
 def compile_run(run: str, args) -> dict:
     """Compiles one run's train step for the target GPU (in this process; sets up JAX first)."""
     from trainer.distribute import CUDNN_OUTSIDE_COMMAND_BUFFERS
 
+    overrides = {"attention_impl": "cudnn", **run_overrides(run)}
     os.environ.update(KERAS_BACKEND="jax", JAX_PLATFORMS="cpu", JAX_SKIP_CUDA_CONSTRAINTS_CHECK="1")
-    os.environ["XLA_FLAGS"] = f"{CUDNN_OUTSIDE_COMMAND_BUFFERS} {args.xla_flags}".strip()
+    # The run's own flags (keras_jax_cublas, keras_jax_gelu_tanh), then --xla_flags'.
+    flags = (CUDNN_OUTSIDE_COMMAND_BUFFERS, overrides.pop("xla_flags", ""), args.xla_flags)
+    os.environ["XLA_FLAGS"] = " ".join(f for f in flags if f)
     sys.modules["tensorflow"] = None  # as on the GPU machine
     import jax
     from jax._src.cudnn import fused_attention_stablehlo as cudnn_attention
@@ -256,7 +256,6 @@ def compile_run(run: str, args) -> dict:
                 "jax-cuda12-plugin and jax-cuda12-pjrt of the same version (this module's docstring)"
             ) from e
     device = topology.devices[0]
-    overrides = {"attention_impl": "cudnn", **run_overrides(run)}
     spec = trainer_common.BenchSpec(
         run=run, size=args.size, vocab_size=args.vocab_size, batch_size=args.batch_size,
         seq_length=args.seq_length, max_predictions=args.max_predictions, steps=1, warmup=1,

@@ -170,8 +170,9 @@ def test_bad_input_is_refused_by_name(tmp_path, capsys):
     with pytest.raises(SystemExit):
         gpu_compile.main(["--target_config", str(spec), "--runs", "keras_jax,torch_full"])
     assert "--runs: run 'torch_full' is not a keras_jax run; known: keras_jax," in capsys.readouterr().err
-    with pytest.raises(ValueError, match="run 'keras_jax_gelu_tanh' sets XLA flags of its own"):
-        gpu_compile.run_overrides("keras_jax_gelu_tanh")
+    assert gpu_compile.run_overrides("keras_jax_cublas")["xla_flags"].startswith(
+        "--xla_gpu_enable_triton_gemm=false"
+    )
     (tmp_path / "not.hlo").write_text("not HLO\n")
     with pytest.raises(SystemExit, match="not.hlo: no ENTRY computation"):
         gpu_compile.main(["--rank", str(tmp_path / "not.hlo")])
