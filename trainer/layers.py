@@ -77,7 +77,11 @@ def _gelu_tanh(xf):
 
 
 def _gelu_tanh_derivative(xf):
-    t = ops.tanh((xf + xf * xf * xf * _TANH_CUBIC) * _SQRT_2_OVER_PI)
+    # tanh(u) as 1 - 2 / (exp(2u) + 1): the same value, written so that XLA does not find the
+    # forward pass's tanh(u) in it; when it did, it kept those float32 values for this pass
+    # (4 bytes an element of [tokens, intermediate], against x's 2) instead of computing them.
+    u = (xf + xf * xf * xf * _TANH_CUBIC) * _SQRT_2_OVER_PI
+    t = 1.0 - 2.0 / (ops.exp(u * 2.0) + 1.0)
     return 0.5 * (1.0 + t) + 0.5 * xf * (1.0 - t * t) * _SQRT_2_OVER_PI * (
         1.0 + xf * xf * (3.0 * _TANH_CUBIC)
     )
