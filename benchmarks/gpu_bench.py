@@ -33,8 +33,8 @@ Runs (``--runs``, in order; each of ``--optional_runs`` starts only while ``--ti
   keras_jax_cublas      keras_jax with every matrix product on cuBLASLt (no Triton products): biases
                         and residual sums in the products' epilogues
   keras_jax_gelu_tanh   keras_jax with the tanh GELU (--hidden_act gelu_new, original BERT's) and
-                        XLA_FLAGS=--xla_gpu_enable_cublaslt=true: XLA can then put bias + GELU into
-                        the cuBLASLt matrix product's epilogue (the exact GELU has no such epilogue)
+                        XLA_FLAGS=--xla_gpu_enable_cublaslt=true (compiled without a GPU, XLA puts
+                        no GELU into a cuBLASLt epilogue, with Triton or cuBLAS products alike)
   torch_gathered        HF BertForPreTraining modules, bf16 autocast, torch.compile, MLM head on P positions
   torch_full            the stock HF model: MLM head on all L positions (its extra FLOPs are not counted)
   keras_jax_noattndrop  keras_jax with attention-probability dropout 0

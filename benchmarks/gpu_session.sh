@@ -25,7 +25,7 @@
 #      torch.compile on the masked positions, each profiled, with the optimised HLO of ours;
 #   2. 300 steps of trainer.task itself (fit, callbacks, checkpoint, evaluation, export);
 #   3. while the session's deadline allows: LayerNorm statistics in one pass, every matrix
-#      product on cuBLASLt, the tanh GELU with cuBLASLt epilogues, keras.ops.gelu in place of
+#      product on cuBLASLt, the tanh GELU (original BERT's), keras.ops.gelu in place of
 #      trainer.layers.activation, XLA attention, RngBitGenerator dropout masks, the stock PyTorch
 #      model, and our step at batch 512.
 set -euo pipefail
