@@ -80,6 +80,11 @@ def main() -> None:
                 if getattr(a, "size", 0) == tokens * inner
             ]
             result[hidden_act]["residuals"] = kept
+            # The lowered gradient: how many tanh it computes (XLA's CSE would merge a tanh of
+            # the derivative with the forward pass's and keep its float32 values).
+            loss = lambda v, config=config: activation(config, v).astype(jnp.float32).sum()  # noqa: E731
+            text = jax.jit(jax.value_and_grad(loss)).lower(h @ w.astype(jnp.bfloat16)).as_text()
+            result[hidden_act]["tanh_ops"] = text.count("stablehlo.tanh")
     result["layer_norm"] = layer_norm_errors()
     print("RESULT " + json.dumps(result), flush=True)
 
@@ -134,6 +139,13 @@ def layer_norm_errors() -> dict:
         result["residuals"] = [
             str(a.dtype) for a in jax.tree_util.tree_leaves(vjp) if getattr(a, "size", 0) == size
         ]
+        # Its lowered gradient passes the forward pass's statistics through a barrier.
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+        trainable = [v.value for v in layer.trainable_variables]
+        loss = lambda x: layer.stateless_call(trainable, [], x)[0].astype("float32").sum()  # noqa: E731
+        text = jax.jit(jax.grad(loss)).lower(x).as_text()
+        keras.mixed_precision.set_global_policy("float32")
+        result["gradient_barriers"] = text.count("stablehlo.optimization_barrier")
     return result
 
 

@@ -78,6 +78,9 @@ def test_activation_and_layer_norm_gradients_are_exact_and_keep_only_their_input
         if backend == "jax":
             # The backward pass keeps the bf16 input alone (JAX's own GELU keeps 3 to 5 such arrays).
             assert r["residuals"] == ["bfloat16"], (hidden_act, r)
+            # and computes no tanh of its own, which XLA would merge with the forward pass's
+            # and keep (float32) for the backward pass.
+            assert r["tanh_ops"] == (1 if hidden_act == "gelu_new" else 0), (hidden_act, r)
     # LayerNorm under mixed_bfloat16: output and gradients as accurate as Keras' own (bf16
     # rounding, relative to the largest value) ...
     norm = result["layer_norm"]
@@ -85,8 +88,10 @@ def test_activation_and_layer_norm_gradients_are_exact_and_keep_only_their_input
         assert norm["ours"][key] <= max(1.2 * norm["keras"][key], 1e-6), (key, norm)
         assert norm["ours"][key] < 2**-8, (key, norm)
     if backend == "jax":
-        # ... keeping only its bf16 input of that size (Keras' keeps three float32 copies).
+        # ... keeping only its bf16 input of that size (Keras' keeps three float32 copies), and
+        # its gradient takes the forward pass's row statistics through one barrier.
         assert norm["residuals"] == ["bfloat16"], norm
+        assert norm["gradient_barriers"] == 1, norm
 
 
 @pytest.mark.parametrize("hidden_act", ["gelu", "gelu_new"])
