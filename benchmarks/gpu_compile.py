@@ -324,12 +324,17 @@ def table(results: list[dict]) -> str:
     return "\n".join(rows)
 
 
-def _print_rank(path: str, top: int) -> None:
+def _read_hlo(path: str, parse):
+    """``parse`` of the HLO text at ``path``; exits naming the file when it is not HLO."""
     with open(path) as f:
         try:
-            s = summarize(f.read())
+            return parse(f.read())
         except ValueError as e:
             raise SystemExit(f"{path}: {e}") from e
+
+
+def _print_rank(path: str, top: int) -> None:
+    s = _read_hlo(path, summarize)
     print(f"{'group':<60} {'count':>5} {'GB':>8}  most common output shape")
     for g in s["groups"][:top]:
         print(f"{g['group'][:60]:<60} {g['count']:>5} {g['gb']:>8.3f}  {g['shape'][:80]}")
@@ -337,11 +342,7 @@ def _print_rank(path: str, top: int) -> None:
 
 
 def _print_sequence(path: str, min_mb: float) -> None:
-    with open(path) as f:
-        try:
-            found = kernels(f.read())
-        except ValueError as e:
-            raise SystemExit(f"{path}: {e}") from e
+    found = _read_hlo(path, kernels)
     shown = 0
     for i, k in enumerate(found):
         if k["bytes"] / 1e6 < min_mb:
