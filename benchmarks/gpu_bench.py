@@ -31,10 +31,11 @@ Runs (``--runs``, in order; each of ``--optional_runs`` starts only while ``--ti
                         batch (a batch-minor layout; docs/benchmarks_trainer.md, compiled H100 step)
   keras_jax_welford     keras_jax with LayerNorm's row statistics in one pass (a variadic reduction)
   keras_jax_cublas      keras_jax with every matrix product on cuBLASLt (no Triton products): biases
-                        and residual sums in the products' epilogues
+                        in the products' epilogues
   keras_jax_gelu_tanh   keras_jax with the tanh GELU (--hidden_act gelu_new, original BERT's) and
                         XLA_FLAGS=--xla_gpu_enable_cublaslt=true (compiled without a GPU, XLA puts
                         no GELU into a cuBLASLt epilogue, with Triton or cuBLAS products alike)
+  keras_jax_keras_gelu_tanh  the same with keras.ops.gelu(approximate=True) in bf16 (nor that one)
   torch_gathered        HF BertForPreTraining modules, bf16 autocast, torch.compile, MLM head on P positions
   torch_full            the stock HF model: MLM head on all L positions (its extra FLOPs are not counted)
   keras_jax_noattndrop  keras_jax with attention-probability dropout 0

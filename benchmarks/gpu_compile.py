@@ -27,7 +27,8 @@ Runs are ``benchmarks.trainer_common.RUNS`` names of the ``keras_jax`` kind; ``a
 compiles in its own process and leaves ``<out>/<run>.hlo.txt`` (the optimised program) and a
 row in ``<out>/gpu_compile.json``. A run's own XLA flags apply (``keras_jax_cublas``,
 ``keras_jax_gelu_tanh``); ``--xla_flags`` adds more to every run
-(``--xla_gpu_enable_triton_gemm=false`` puts every matrix product on cuBLAS). The ranking alone, for any optimised HLO text (also a GPU dump)::
+(``--xla_gpu_enable_triton_gemm=false`` puts every matrix product on cuBLAS). The ranking
+alone, for any optimised HLO text (also a GPU dump)::
 
     python -m benchmarks.gpu_compile --rank FILE.hlo.txt
     python -m benchmarks.gpu_compile --rank FILE.hlo.txt --sequence   # every kernel, in order
@@ -380,6 +381,8 @@ def main(argv=None) -> int:
     parser.add_argument("--min_mb", type=float, default=1.0, help="with --sequence: skip smaller kernels")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.sequence and not args.rank:
+        parser.error("--sequence lists the kernels of --rank HLO_TXT; give that file")
     if args.rank:
         if args.sequence:
             _print_sequence(args.rank, args.min_mb)

@@ -221,10 +221,16 @@ RUNS = {
     "keras_jax_position_sum": ("keras_jax", {"position_sum": True}),
     "keras_jax_welford": ("keras_jax", {"welford": True}),
     # Every matrix product on cuBLAS(Lt) rather than XLA's autotuned choice between it and
-    # Triton: bias additions and residual sums then go into the products' epilogues.
+    # Triton: biases then go into the products' epilogues.
     "keras_jax_cublas": (
         "keras_jax",
         {"xla_flags": "--xla_gpu_enable_triton_gemm=false --xla_gpu_enable_cublaslt=true"},
+    ),
+    # Keras' tanh GELU in bf16 on cuBLASLt products: whether XLA takes any GELU into a product's
+    # epilogue (compiled without a GPU, with --xla_gpu_enable_triton_gemm=false: it does not).
+    "keras_jax_keras_gelu_tanh": (
+        "keras_jax",
+        {"hidden_act": "gelu_new", "keras_gelu": True, "xla_flags": "--xla_gpu_enable_cublaslt=true"},
     ),
     # The defaults of 2bd69d1, measured on an H100: Threefry masks and keras.ops.gelu.
     "keras_jax_threefry_keras_gelu": ("keras_jax", {"dropout_rng": "keras", "keras_gelu": True}),

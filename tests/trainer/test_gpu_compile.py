@@ -1,5 +1,6 @@
 """``benchmarks.gpu_compile``: the kernel ranking of optimised HLO (the GPU compile itself needs
-the CUDA plugin's environment, docs/benchmarks_trainer.md)."""
+the CUDA plugin's environment, docs/benchmarks_trainer.md), and the benchmark overrides it
+compiles (``benchmarks.trainer_common``)."""
 
 from __future__ import annotations
 
@@ -89,7 +90,7 @@ def test_rank_charges_each_kernel_its_operands_and_outputs():
     assert s["all"]["kernels"] == 9
 
 
-def test_kernels_are_listed_in_program_order_with_their_runs(capsys):
+def test_kernels_are_listed_in_program_order_with_their_runs(capsys, tmp_path):
     found = kernels(GPU_LIKE)
     assert [(k["name"], k["runs"], k["bytes"]) for k in found] == [
         ("mm", 1, 512 + 256 + 1024 + 1024),
@@ -103,15 +104,12 @@ def test_kernels_are_listed_in_program_order_with_their_runs(capsys):
     assert found[1]["shape"] == "(bf16[32,16], u8[0])"  # layouts dropped
     assert sum(k["runs"] * k["bytes"] for k in found) == sum(g["bytes"] for g in rank(GPU_LIKE))
     # --sequence prints them in that order, with their runs, and skips the small ones.
-    path = Path(os.environ.get("TMPDIR", "/tmp")) / f"gpu_like_{os.getpid()}.hlo.txt"
+    path = tmp_path / "gpu_like.hlo.txt"
     path.write_text(GPU_LIKE)
-    try:
-        main(["--rank", str(path), "--sequence", "--min_mb", "0"])
-        everything = capsys.readouterr().out.splitlines()
-        main(["--rank", str(path), "--sequence", "--min_mb", "0.0025"])
-        large = capsys.readouterr().out.splitlines()
-    finally:
-        path.unlink()
+    main(["--rank", str(path), "--sequence", "--min_mb", "0"])
+    everything = capsys.readouterr().out.splitlines()
+    main(["--rank", str(path), "--sequence", "--min_mb", "0.0025"])
+    large = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in everything[:-1]] == ["0", "1", "2", "3", "4", "5"]
     assert [k["name"] in line for k, line in zip(found, everything, strict=False)] == [True] * 6
     assert " x4 " in everything[5] and everything[-1] == "6 of 6 kernels at 0.0 MB or more"
@@ -176,6 +174,11 @@ def test_bad_input_is_refused_by_name(tmp_path, capsys):
     (tmp_path / "not.hlo").write_text("not HLO\n")
     with pytest.raises(SystemExit, match="not.hlo: no ENTRY computation"):
         gpu_compile.main(["--rank", str(tmp_path / "not.hlo")])
+    with pytest.raises(SystemExit, match="not.hlo: no ENTRY computation"):
+        gpu_compile.main(["--rank", str(tmp_path / "not.hlo"), "--sequence"])
+    with pytest.raises(SystemExit):
+        gpu_compile.main(["--sequence"])
+    assert "--sequence lists the kernels of --rank HLO_TXT" in capsys.readouterr().err
 
 
 def test_without_the_cuda_plugin_the_compile_says_what_to_install(tmp_path):
