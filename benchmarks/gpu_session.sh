@@ -20,12 +20,13 @@
 # step 1's JAX runs), $OUT/trainer_task.log and $OUT/gpu_bench_more.json (+ .log);
 # made to end within about 9.5 minutes of its start (one device call of at most 600 s):
 #   1. the attention probe (cuDNN calls compiled, cuDNN dropout checked on the device), then our
-#      step (the trainer's defaults), our step with the position-embedding gradient as XLA's
-#      plain sum (the form before), our step with Threefry masks, and PyTorch with
-#      torch.compile on the masked positions, each profiled, with the optimised HLO of ours;
+#      step (the trainer's defaults), our step with queries, keys and values from one joined
+#      product (the form before), our step with the position-embedding gradient as XLA's plain
+#      sum (the form before that), and PyTorch with torch.compile on the masked positions, each
+#      profiled, with the optimised HLO of ours;
 #   2. 300 steps of trainer.task itself (fit, callbacks, checkpoint, evaluation, export);
-#   3. while the session's deadline allows: LayerNorm statistics in one pass, every matrix
-#      product on cuBLASLt, the tanh GELU (original BERT's), keras.ops.gelu in place of
+#   3. while the session's deadline allows: Threefry dropout masks, LayerNorm statistics in one
+#      pass, every matrix product on cuBLASLt, the tanh GELU (original BERT's), keras.ops.gelu in place of
 #      trainer.layers.activation, XLA attention, RngBitGenerator dropout masks, the stock PyTorch
 #      model, and our step at batch 512.
 set -euo pipefail
@@ -44,7 +45,7 @@ fi
 start=$SECONDS
 deadline=${GPU_SESSION_DEADLINE_S:-560}
 KERAS_BACKEND=jax python3 -m benchmarks.gpu_bench --size base --batch_size 256 \
-    --runs "${GPU_SESSION_RUNS:-keras_jax,keras_jax_position_sum,keras_jax_threefry,torch_gathered}" --optional_runs "" \
+    --runs "${GPU_SESSION_RUNS:-keras_jax,keras_jax_qkv_joined,keras_jax_position_sum,torch_gathered}" --optional_runs "" \
     --run_timeout_s 150 --profile_steps 5 --hlo_dump_dir /tmp/gpu_hlo \
     --out "$OUT/gpu_bench.json" "$@" 2>&1 | tee "$OUT/gpu_bench.log" || echo "gpu_bench exited with $?"
 # The optimised HLO of each JAX run's step: where the fusions that the profiles name come from.
@@ -72,7 +73,7 @@ left=$((deadline - (SECONDS - start)))
 echo "== $((SECONDS - start)) s gone, $left s left for the optional runs"
 if [ "$left" -gt 80 ]; then
     KERAS_BACKEND=jax python3 -m benchmarks.gpu_bench --size base --batch_size 256 --no_attention_probe \
-        --runs "" --optional_runs "${GPU_SESSION_MORE_RUNS:-keras_jax_welford,keras_jax_cublas,keras_jax_gelu_tanh,keras_jax_keras_gelu,keras_jax_xla,keras_jax_rbg,torch_full}" \
+        --runs "" --optional_runs "${GPU_SESSION_MORE_RUNS:-keras_jax_threefry,keras_jax_welford,keras_jax_cublas,keras_jax_gelu_tanh,keras_jax_keras_gelu,keras_jax_xla,keras_jax_rbg,torch_full}" \
         --large_batch_runs "${GPU_SESSION_LARGE_BATCH_RUNS-keras_jax}" --large_batch_size 512 \
         --time_budget_s "$left" --optional_run_estimate_s 70 --run_timeout_s 120 --profile_steps 5 \
         --out "$OUT/gpu_bench_more.json" "$@" 2>&1 | tee "$OUT/gpu_bench_more.log" || echo "gpu_bench exited with $?"

@@ -204,7 +204,9 @@ def torch_train_step(
 # "keras_gelu" puts back keras.ops.gelu in place of trainer.layers.activation;
 # "position_sum" forms the position-embedding gradient as XLA's plain sum over the batch (the
 # trainer's form before its matrix product, trainer.kernels.add_rows); "welford" computes
-# LayerNorm's row statistics in one pass (_welford_row_moments).
+# LayerNorm's row statistics in one pass (_welford_row_moments); "qkv_joined" computes queries,
+# keys and values as one [H, 3H] product, split (trainer.layers.project_qkv_joined: the JAX
+# trainer's form before trainer.kernels.project_qkv).
 RUNS = {
     "keras_jax": ("keras_jax", {}),
     "keras_jax_xla": ("keras_jax", {"attention_impl": "xla"}),
@@ -220,6 +222,7 @@ RUNS = {
     "keras_jax_keras_gelu": ("keras_jax", {"keras_gelu": True}),
     "keras_jax_position_sum": ("keras_jax", {"position_sum": True}),
     "keras_jax_welford": ("keras_jax", {"welford": True}),
+    "keras_jax_qkv_joined": ("keras_jax", {"qkv_joined": True}),
     # Every matrix product on cuBLAS(Lt) rather than XLA's autotuned choice between it and
     # Triton: biases then go into the products' epilogues.
     "keras_jax_cublas": (
@@ -425,6 +428,10 @@ def _keras_setup(spec: BenchSpec, overrides: dict, *, probe: bool = True):
         from trainer import layers
 
         layers.add_positions = lambda x, positions: x + positions[None, :, :]
+    if overrides.get("qkv_joined"):
+        from trainer import layers
+
+        layers.project_qkv = layers.project_qkv_joined
     model = BertPretrainingModel(config, options)
     model.gradient_accumulation_steps = overrides.get("gradient_accumulation_steps", 1)
     # The trainer's optimizer: AdamW (no decay on LayerNorm and biases), global-norm clip 1.0;

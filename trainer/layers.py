@@ -96,6 +96,20 @@ def _dense(config: BertConfig, units: int, name: str) -> keras.layers.Dense:
     return keras.layers.Dense(units, kernel_initializer=_initializer(config), name=name)
 
 
+class _UncastBiasDense(keras.layers.Dense):
+    """A ``Dense`` layer whose bias is read in its own dtype under mixed precision (no autocast):
+    holds the query, key and value variables, which ``project_qkv`` uses (not ``call``)."""
+
+    def add_weight(self, *args, **kwargs):
+        if kwargs.get("name") == "bias":
+            kwargs["autocast"] = False
+        return super().add_weight(*args, **kwargs)
+
+
+def _projection(config: BertConfig, units: int, name: str) -> keras.layers.Dense:
+    return _UncastBiasDense(units, kernel_initializer=_initializer(config), name=name)
+
+
 def _layer_norm(config: BertConfig, name: str) -> keras.layers.LayerNormalization:
     return LayerNorm(epsilon=config.layer_norm_eps, name=name)
 
@@ -185,6 +199,27 @@ def add_positions(x, positions):
     return x + positions[None, :, :]
 
 
+def project_qkv(x, weights, biases):
+    """Queries, keys and values of ``x`` [B, L, H]: ``x @ weight + bias`` for each of the three
+    ``[H, H]`` kernels (in ``x``'s dtype) and ``[H]`` biases (the variables' dtype). On JAX
+    ``kernels.project_qkv`` (three products forward, each bias added in float32; one joined
+    product backward); elsewhere ``project_qkv_joined``. A module-level function, so that a
+    benchmark can time the joined product on JAX (``benchmarks.trainer_common``)."""
+    if keras.backend.backend() == "jax" and not isinstance(x, keras.KerasTensor):
+        return kernels.project_qkv(x, weights, biases)
+    return project_qkv_joined(x, weights, biases)
+
+
+def project_qkv_joined(x, weights, biases):
+    """``project_qkv`` as one product of the joined ``[H, 3H]`` kernel, plus the biases in
+    ``x``'s dtype, split in three: one bias kernel forward, and one product for x's gradient
+    instead of three and a sum."""
+    bias = ops.concatenate([ops.cast(b, x.dtype) for b in biases], axis=0)
+    qkv = ops.matmul(x, ops.concatenate(list(weights), axis=1)) + bias
+    h = ops.shape(weights[0])[1]
+    return tuple(qkv[..., i * h : (i + 1) * h] for i in range(len(weights)))
+
+
 class BertEmbeddings(keras.layers.Layer):
     """Word + learned position + token type embeddings, then LayerNorm and dropout."""
 
@@ -247,9 +282,9 @@ class TransformerLayer(keras.layers.Layer):
         self.config = config
         self.kernel_options = kernel_options or kernels.KernelOptions()
         h = config.hidden_size
-        self.query = _dense(config, h, "query")
-        self.key = _dense(config, h, "key")
-        self.value = _dense(config, h, "value")
+        self.query = _projection(config, h, "query")
+        self.key = _projection(config, h, "key")
+        self.value = _projection(config, h, "value")
         self.attention_output = _dense(config, h, "attention_output")
         self.attention_layer_norm = _layer_norm(config, "attention_layer_norm")
         self.intermediate = _dense(config, config.intermediate_size, "intermediate")
@@ -271,17 +306,14 @@ class TransformerLayer(keras.layers.Layer):
         cfg = self.config
         batch, seq_len = ops.shape(x)[0], ops.shape(x)[1]
         heads_shape = (batch, seq_len, cfg.num_attention_heads, cfg.head_size)
-        # One [H, 3H] product for queries, keys and values (their own variables, joined here):
-        # one bias kernel forward, and one product for x's gradient instead of three and a sum.
         # Heads are contiguous D-wide column blocks of each flat [H, H] kernel, as in HF.
         projections, dtype = (self.query, self.key, self.value), self.query.compute_dtype
-        kernel = ops.concatenate([ops.cast(p.kernel, dtype) for p in projections], axis=1)
-        bias = ops.concatenate([ops.cast(p.bias, dtype) for p in projections], axis=0)
-        qkv = ops.matmul(ops.cast(x, dtype), kernel) + bias  # [B, L, 3H]
-        h = cfg.hidden_size
-        q = ops.reshape(qkv[..., :h], heads_shape)  # [B, L, N, D]
-        k = ops.reshape(qkv[..., h : 2 * h], heads_shape)
-        v = ops.reshape(qkv[..., 2 * h :], heads_shape)
+        q, k, v = project_qkv(
+            ops.cast(x, dtype),
+            [ops.cast(p.kernel, dtype) for p in projections],
+            [ops.convert_to_tensor(p.bias) for p in projections],
+        )
+        q, k, v = (ops.reshape(t, heads_shape) for t in (q, k, v))  # [B, L, N, D]
         rate = cfg.attention_probs_dropout_prob if training else 0.0
         # A full [B, 1, L, L] mask: cuDNN fused attention (JAX on GPU, bf16) turns the mask into
         # a bias that must span both sequence axes; a [B, 1, 1, L] one makes JAX fall back to

@@ -100,6 +100,51 @@ def test_add_rows_is_a_broadcast_sum_whose_row_gradient_is_the_batch_sum(dtype):
     assert error < (1e-6 if dtype == jnp.float32 else 2**-8), error
 
 
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_project_qkv_is_three_biased_products_with_their_gradients(dtype):
+    # trainer.layers.project_qkv on JAX: x @ kernel + bias for each of three kernels (bias in
+    # float32, added before rounding), and autodiff's gradients of that for x, kernels, biases.
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(4, 8, 32)), dtype)
+    weights = [jnp.asarray(rng.normal(size=(32, 16)) / 6, dtype) for _ in range(3)]
+    biases = [jnp.asarray(rng.normal(size=(16,)), jnp.float32) for _ in range(3)]
+    upstream = [jnp.asarray(rng.normal(size=(4, 8, 16)), jnp.float32) for _ in range(3)]
+    tolerance = 1e-6 if dtype == jnp.float32 else 2**-8
+
+    def relative_error(got, want):
+        want = np.asarray(want, np.float64)
+        return np.abs(np.asarray(jnp.asarray(got, jnp.float32), np.float64) - want).max() / np.abs(want).max()
+
+    outputs = kernels.project_qkv(x, weights, biases)
+    for out, w, b in zip(outputs, weights, biases, strict=True):
+        assert out.shape == (4, 8, 16) and out.dtype == dtype
+        exact = np.asarray(x, np.float64) @ np.asarray(w, np.float64) + np.asarray(b, np.float64)
+        assert relative_error(out, exact) < tolerance
+
+    def loss(project):
+        def fn(x, ws, bs):
+            outs = project(x, ws, bs)
+            return sum(
+                jnp.sum(jnp.sin(o.astype(jnp.float32)) * u) for o, u in zip(outs, upstream, strict=True)
+            )
+
+        return fn
+
+    def plain(x, ws, bs):
+        return [
+            (jnp.matmul(x, w, preferred_element_type=jnp.float32) + b).astype(x.dtype)
+            for w, b in zip(ws, bs, strict=True)
+        ]
+
+    got = jax.grad(loss(kernels.project_qkv), argnums=(0, 1, 2))(x, weights, biases)
+    want = jax.grad(loss(plain), argnums=(0, 1, 2))(x, weights, biases)
+    assert got[0].dtype == dtype and relative_error(got[0], want[0]) < 2 * tolerance
+    for g, w in zip(got[1], want[1], strict=True):
+        assert g.dtype == dtype and relative_error(g, w) < 2 * tolerance
+    for g, w in zip(got[2], want[2], strict=True):
+        assert g.dtype == jnp.float32 and relative_error(g, w) < 2 * tolerance
+
+
 def test_hash_dropout_masks_are_bernoulli_and_independent():
     shape = (32, 128, 768)  # a BERT-base hidden state at batch 32: 3.1M draws
     seed = jnp.array([1234, 0], jnp.uint32)
