@@ -35,6 +35,12 @@ alone, for any optimised HLO text (also a GPU dump)::
 
 Bytes of a kernel are its operands' plus its output's sizes: an upper estimate (a kernel that
 reads a slice of an operand is charged all of it).
+
+``--devices N`` compiles the step for N cards of the spec's kind, data parallel as the
+trainer's ``keras.distribution.DataParallel``: the batch split over them, the state
+replicated. Each row then also counts the collectives (all-reduce and the like) and their
+bytes per step, with those that a loop runs more than once apart (gradient accumulation:
+``--runs keras_jax,keras_jax_accum4 --devices 2``).
 """
 
 from __future__ import annotations
@@ -122,24 +128,17 @@ def _instruction(line: str):
     return name, shape, m.group(1), re.findall(r"%([\w.\-]+)", tail[m.end() : j - 1]), tail[j:]
 
 
-def kernels(text: str) -> list[dict]:
-    """Every kernel of an optimised HLO module, in program order.
-
-    Kernels are the fusions, copies, transposes and custom calls reached from the entry
-    computation through while loops (run ``known_trip_count`` times, once when XLA does not
-    know it), calls (command buffers), async wrappers and conditionals (every branch, an upper
-    estimate); not the computations inside a fusion. Each: ``name``; ``group`` (the name
-    without its numeric suffix, or ``custom-call <target>``); ``shape`` (the output's, layouts
-    dropped); ``bytes`` per run (the distinct operands + the outputs); ``runs`` per execution of
-    the module; ``source`` (the ``op_name`` of its metadata: which layer and operation of the
-    traced program it comes from, "" when absent).
-    """
+def _walk(text: str):
+    """Every instruction reached from the entry computation through while loops (run
+    ``known_trip_count`` times, once when XLA does not know it), calls (command buffers), async
+    wrappers and conditionals (every branch, an upper estimate), not those inside a fusion, in
+    program order: ``(name, shape, opcode, operand names, attributes, runs, shapes)``, ``shapes``
+    the output shape of each instruction of its computation by name."""
     comps, entry = _computations(text)
     if entry is None:
         raise ValueError("no ENTRY computation: not the text of an HLO module")
-    found: list[dict] = []
 
-    def visit(comp: str, runs: int) -> None:
+    def visit(comp: str, runs: int):
         parsed = [i for i in map(_instruction, comps.get(comp, [])) if i]
         shapes = {i[0]: i[1] for i in parsed}
         for name, shape, op, operands, attrs in parsed:
@@ -147,36 +146,78 @@ def kernels(text: str) -> list[dict]:
                 trips = re.search(r'"known_trip_count":\{"n":"(\d+)"', attrs)
                 body = re.search(r"\bbody=%?([\w.\-]+)", attrs)
                 if body:
-                    visit(body.group(1), runs * (int(trips.group(1)) if trips else 1))
+                    yield from visit(body.group(1), runs * (int(trips.group(1)) if trips else 1))
                 continue
             if op in ("call", "async-start", "conditional"):
                 called = re.findall(r"(?:to_apply|calls)=%?([\w.\-]+)", attrs)
                 branches = re.search(r"branch_computations=\{([^}]*)\}", attrs)
                 called += re.findall(r"%?([\w.\-]+)", branches.group(1)) if branches else []
                 for computation in called:
-                    visit(computation, runs)
+                    yield from visit(computation, runs)
                 continue
-            if op not in _KERNELS:
-                continue
-            if op == "custom-call":
-                target = re.search(r'custom_call_target="([^"]+)"', attrs)
-                group = f"custom-call {target.group(1) if target else '?'}"
-            else:
-                group = re.sub(r"(\.\d+)+$", "", name)
-            inputs = sum(shape_bytes(shapes.get(o, "")) for o in dict.fromkeys(operands))
-            source = re.search(r'op_name="([^"]*)"', attrs)
-            found.append(
-                {
-                    "name": name,
-                    "group": group,
-                    "shape": re.sub(r"\{[^{}]*\}", "", shape),
-                    "bytes": shape_bytes(shape) + inputs,
-                    "runs": runs,
-                    "source": source.group(1) if source else "",
-                }
-            )
+            yield name, shape, op, operands, attrs, runs, shapes
 
-    visit(entry, 1)
+    yield from visit(entry, 1)
+
+
+def kernels(text: str) -> list[dict]:
+    """Every kernel of an optimised HLO module, in program order.
+
+    Kernels are the fusions, copies, transposes and custom calls that ``_walk`` reaches (not the
+    computations inside a fusion). Each: ``name``; ``group`` (the name without its numeric
+    suffix, or ``custom-call <target>``); ``shape`` (the output's, layouts dropped); ``bytes``
+    per run (the distinct operands + the outputs); ``runs`` per execution of the module;
+    ``source`` (the ``op_name`` of its metadata: which layer and operation of the traced
+    program it comes from, "" when absent).
+    """
+    found: list[dict] = []
+    for name, shape, op, operands, attrs, runs, shapes in _walk(text):
+        if op not in _KERNELS:
+            continue
+        if op == "custom-call":
+            target = re.search(r'custom_call_target="([^"]+)"', attrs)
+            group = f"custom-call {target.group(1) if target else '?'}"
+        else:
+            group = re.sub(r"(\.\d+)+$", "", name)
+        inputs = sum(shape_bytes(shapes.get(o, "")) for o in dict.fromkeys(operands))
+        found.append(
+            {
+                "name": name,
+                "group": group,
+                "shape": re.sub(r"\{[^{}]*\}", "", shape),
+                "bytes": shape_bytes(shape) + inputs,
+                "runs": runs,
+                "source": _source(attrs),
+            }
+        )
+    return found
+
+
+def _source(attrs: str) -> str:
+    found = re.search(r'op_name="([^"]*)"', attrs)
+    return found.group(1) if found else ""
+
+
+_COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute")
+
+
+def collectives(text: str) -> list[dict]:
+    """Every collective of an optimised HLO module (all-reduce, all-gather, reduce-scatter,
+    all-to-all, collective-permute; the ``-start`` of an asynchronous one, or a fusion that
+    wraps one), in program order: ``name``, ``op``, ``bytes`` (its operands), ``runs`` per
+    execution of the module (a collective in a while loop's body runs once per iteration)
+    and ``source``."""
+    found: list[dict] = []
+    for name, _, op, operands, attrs, runs, shapes in _walk(text):
+        kind = op.removesuffix("-start")
+        if kind not in _COLLECTIVES:
+            called = re.search(r"calls=%?([\w.\-]+)", attrs)
+            wrapped = [c for c in _COLLECTIVES if called and c in called.group(1)]
+            if op not in ("fusion", "fusion-start") or not wrapped:
+                continue
+            kind = wrapped[0]
+        inputs = sum(shape_bytes(shapes.get(o, "")) for o in dict.fromkeys(operands))
+        found.append({"name": name, "op": kind, "bytes": inputs, "runs": runs, "source": _source(attrs)})
     return found
 
 
@@ -250,13 +291,15 @@ def compile_run(run: str, args) -> dict:
     cudnn_attention.is_cuda_compute_capability_equal = lambda capability: False
     with open(args.target_config) as f:
         try:
-            topology = topologies.get_topology_desc(platform="cuda", target_config=f.read(), topology="1x1x1")
+            topology = topologies.get_topology_desc(
+                platform="cuda", target_config=f.read(), topology=f"1x1x{args.devices}"
+            )
         except NotImplementedError as e:
             raise RuntimeError(
                 f"JAX {jax.__version__} has no CUDA plugin to compile with ({e}); install "
                 "jax-cuda12-plugin and jax-cuda12-pjrt of the same version (this module's docstring)"
             ) from e
-    device = topology.devices[0]
+    devices = topology.devices
     spec = trainer_common.BenchSpec(
         run=run, size=args.size, vocab_size=args.vocab_size, batch_size=args.batch_size,
         seq_length=args.seq_length, max_predictions=args.max_predictions, steps=1, warmup=1,
@@ -273,12 +316,16 @@ def compile_run(run: str, args) -> dict:
             model.metrics_variables,
         )
     )
-    placed = jax.sharding.SingleDeviceSharding(device)
-    on_gpu = lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=placed)  # noqa: E731
+    # Data parallel, as the trainer's keras.distribution.DataParallel on several GPUs: the
+    # state replicated, the batch split over the devices along its first axis.
+    mesh = jax.sharding.Mesh(devices, ("batch",))
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch"))
     batch = trainer_common._batches(spec, count=1)[0]
     start = time.perf_counter()
     traced = jax.jit(model.train_step, donate_argnums=0).trace(
-        jax.tree.map(on_gpu, state), jax.tree.map(on_gpu, batch)
+        jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), state),
+        jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=split), batch),
     )
     compiled = traced.lower(lowering_platforms=("cuda",)).compile()
     compile_s = time.perf_counter() - start
@@ -289,7 +336,8 @@ def compile_run(run: str, args) -> dict:
     options = model.kernel_options
     return {
         "run": run,
-        "device_kind": device.device_kind,
+        "device_kind": devices[0].device_kind,
+        "devices": len(devices),
         "kernel_options": {  # with the generator auto settles on (older trees have no auto)
             **dataclasses.asdict(options),
             "dropout_rng": options.dropout_for("jax")
@@ -305,13 +353,25 @@ def compile_run(run: str, args) -> dict:
         "temp_gib": memory.temp_size_in_bytes / 2**30,
         "argument_gib": memory.argument_size_in_bytes / 2**30,
         **summarize(text),
+        "collectives": collective_totals(text),
+    }
+
+
+def collective_totals(text: str) -> dict:
+    """``collectives`` per execution: ``count`` and ``gb`` in all, and ``looped_gb``, the bytes
+    of those in a loop's body that run more than once (e.g. once per micro-batch)."""
+    found = collectives(text)
+    return {
+        "count": sum(c["runs"] for c in found),
+        "gb": sum(c["runs"] * c["bytes"] for c in found) / 1e9,
+        "looped_gb": sum(c["runs"] * c["bytes"] for c in found if c["runs"] > 1) / 1e9,
     }
 
 
 def table(results: list[dict]) -> str:
     rows = [
         f"{'run':<26} {'temp GiB':>8} {'kernels':>7} {'GB all':>7} {'GB matmul':>9} {'GB cuDNN':>8} "
-        f"{'GB other':>8} {'other kernels':>13}"
+        f"{'GB other':>8} {'other kernels':>13} {'GB collectives (looped)':>23}"
     ]
     for r in results:
         if "error" in r:
@@ -320,9 +380,15 @@ def table(results: list[dict]) -> str:
         rows.append(
             f"{r['run']:<26} {r['temp_gib']:>8.2f} {r['all']['kernels']:>7} {r['all']['gb']:>7.1f} "
             f"{r['matrix_products']['gb']:>9.1f} {r['cudnn']['gb']:>8.1f} {r['other']['gb']:>8.1f} "
-            f"{r['other']['kernels']:>13}"
+            f"{r['other']['kernels']:>13} {_collective_cell(r.get('collectives')):>23}"
         )
     return "\n".join(rows)
+
+
+def _collective_cell(totals: dict | None) -> str:
+    if not totals or not totals["count"]:
+        return "-"
+    return f"{totals['gb']:.3f} ({totals['looped_gb']:.3f})"
 
 
 def _read_hlo(path: str, parse):
@@ -370,6 +436,12 @@ def main(argv=None) -> int:
     parser.add_argument("--seq_length", type=int, default=128)
     parser.add_argument("--max_predictions", type=int, default=20)
     parser.add_argument("--xla_flags", default="", help="more XLA flags for every run")
+    parser.add_argument(
+        "--devices",
+        type=int,
+        default=1,
+        help="GPUs of the card's kind, data parallel: the batch split over them, the state replicated",
+    )
     parser.add_argument("--out", default="/tmp/gpu_compile")
     parser.add_argument("--rank", metavar="HLO_TXT", help="only rank the kernels of this optimised HLO text")
     parser.add_argument("--top", type=int, default=25)
@@ -393,6 +465,8 @@ def main(argv=None) -> int:
         parser.error("--target_config is required to compile")
     if not os.path.isfile(args.target_config):
         parser.error(f"--target_config {args.target_config}: no such file")
+    if args.devices < 1 or args.batch_size % args.devices:
+        parser.error(f"--devices {args.devices} must be 1 or more and divide --batch_size {args.batch_size}")
     os.makedirs(args.out, exist_ok=True)
     if args.worker:
         print(RESULT_PREFIX + json.dumps(compile_run(args.worker, args)), flush=True)

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from benchmarks.gpu_compile import kernels, main, rank, shape_bytes, summarize
+from benchmarks.gpu_compile import collective_totals, collectives, kernels, main, rank, shape_bytes, summarize
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -116,6 +116,89 @@ def test_kernels_are_listed_in_program_order_with_their_runs(capsys, tmp_path):
     assert len(large) == 2 and " mm " in large[0] and large[-1] == "1 of 6 kernels at 0.0025 MB or more"
 
 
+# Collectives: an asynchronous all-reduce in a loop body run 3 times, an all-reduce wrapped in
+# a fusion (as XLA's GPU compiler emits some) and a plain all-gather in the entry computation.
+WITH_COLLECTIVES = """\
+HloModule m, is_scheduled=true
+
+%sum (a: f32[], b: f32[]) -> f32[] {
+  %a = f32[] parameter(0)
+  %b = f32[] parameter(1)
+  ROOT %s = f32[] add(%a, %b)
+}
+
+%fused_all-reduce.7.clone (p: bf16[64,16]) -> bf16[64,16] {
+  %p = bf16[64,16]{1,0} parameter(0)
+  ROOT %ar = bf16[64,16]{1,0} all-reduce(%p), replica_groups={{0,1}}, to_apply=%sum
+}
+
+%body (t: (s32[], f32[1000])) -> (s32[], f32[1000]) {
+  %t = (s32[], f32[1000]{0}) parameter(0)
+  %g = f32[1000]{0} get-tuple-element(%t), index=1
+  %i = s32[] get-tuple-element(%t), index=0
+  %all-reduce-start = ((f32[1000]{0}), f32[1000]{0}) all-reduce-start(%g), replica_groups={{0,1}}, to_apply=%sum, metadata={op_name="jit(step)/while/body/grad"}
+  %all-reduce-done = f32[1000]{0} all-reduce-done(%all-reduce-start)
+  ROOT %r = (s32[], f32[1000]{0}) tuple(%i, %all-reduce-done)
+}
+
+ENTRY %main (x: bf16[64,16], v: f32[1000], w: f32[8]) -> (bf16[64,16], f32[1000], f32[16]) {
+  %x = bf16[64,16]{1,0} parameter(0)
+  %v = f32[1000]{0} parameter(1)
+  %w = f32[8]{0} parameter(2)
+  %fusion-start = ((bf16[64,16]{1,0}), bf16[64,16]{1,0}) fusion-start(%x), kind=kCustom, calls=%fused_all-reduce.7.clone
+  %fusion-done = bf16[64,16]{1,0} fusion-done(%fusion-start)
+  %c = s32[] constant(0)
+  %init = (s32[], f32[1000]{0}) tuple(%c, %v)
+  %wh = (s32[], f32[1000]{0}) while(%init), condition=%cond, body=%body, backend_config={"known_trip_count":{"n":"3"}}
+  %out = f32[1000]{0} get-tuple-element(%wh), index=1
+  %gathered = f32[16]{0} all-gather(%w), dimensions={0}, replica_groups={{0,1}}
+  ROOT %res = (bf16[64,16]{1,0}, f32[1000]{0}, f32[16]{0}) tuple(%fusion-done, %out, %gathered)
+}
+"""
+
+
+def test_collectives_are_counted_per_execution_with_those_in_loops_apart():
+    found = collectives(WITH_COLLECTIVES)
+    assert [(c["name"], c["op"], c["bytes"], c["runs"]) for c in found] == [
+        ("fusion-start", "all-reduce", 64 * 16 * 2, 1),
+        ("all-reduce-start", "all-reduce", 4000, 3),  # in the loop body, once per iteration
+        ("gathered", "all-gather", 32, 1),  # its operand, 8 float32
+    ]
+    assert found[1]["source"] == "jit(step)/while/body/grad"
+    assert collective_totals(WITH_COLLECTIVES) == {
+        "count": 5,
+        "gb": (2048 + 3 * 4000 + 32) / 1e9,
+        "looped_gb": 3 * 4000 / 1e9,
+    }
+    assert collective_totals(GPU_LIKE) == {"count": 0, "gb": 0.0, "looped_gb": 0.0}
+    assert [k["name"] for k in kernels(WITH_COLLECTIVES)] == []  # collectives are not kernels
+
+
+def test_collectives_read_what_xla_compiles_for_two_devices():
+    # Two CPU devices in a fresh process: a sum over the sharded axis in a 4-trip loop.
+    script = """
+import jax, jax.numpy as jnp, json
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from benchmarks.gpu_compile import collectives
+mesh = Mesh(jax.devices(), ("d",))
+def f(x):
+    return jax.lax.fori_loop(0, 4, lambda i, c: c + jnp.sum(x * i, axis=0), jnp.zeros(x.shape[1:]))
+x = jax.ShapeDtypeStruct((8, 256), jnp.float32, sharding=NamedSharding(mesh, P("d")))
+text = jax.jit(f, out_shardings=NamedSharding(mesh, P())).trace(x).lower().compile().as_text()
+print(json.dumps(collectives(text)))
+"""
+    proc = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu",
+             "XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    found = json.loads(proc.stdout.strip().splitlines()[-1])
+    # XLA (CPU) reduces each iteration's float32[256] partial sum inside the loop: 4 runs.
+    assert [(c["op"], c["bytes"], c["runs"]) for c in found] == [("all-reduce", 1024, 4)], found
+    assert "while/body" in found[0]["source"]
+
+
 def test_an_unknown_element_type_is_refused_by_name():
     with pytest.raises(ValueError, match=r"unknown element type 'q7' in the HLO shape 'q7\[4\]'"):
         shape_bytes("q7[4]")
@@ -168,6 +251,9 @@ def test_bad_input_is_refused_by_name(tmp_path, capsys):
     with pytest.raises(SystemExit):
         gpu_compile.main(["--target_config", str(spec), "--runs", "keras_jax,torch_full"])
     assert "--runs: run 'torch_full' is not a keras_jax run; known: keras_jax," in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        gpu_compile.main(["--target_config", str(spec), "--devices", "3"])
+    assert "--devices 3 must be 1 or more and divide --batch_size 256" in capsys.readouterr().err
     assert gpu_compile.run_overrides("keras_jax_cublas")["xla_flags"].startswith(
         "--xla_gpu_enable_triton_gemm=false"
     )
