@@ -323,7 +323,7 @@ def compile_run(run: str, args) -> dict:
     split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch"))
     batch = trainer_common._batches(spec, count=1)[0]
     start = time.perf_counter()
-    traced = jax.jit(model.train_step, donate_argnums=0).trace(
+    traced = jax.jit(model.train_step, donate_argnums=0, out_shardings=replicated).trace(
         jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), state),
         jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=split), batch),
     )
@@ -474,9 +474,14 @@ def main(argv=None) -> int:
     runs = [run for run in args.runs.split(",") if run]
     for run in runs:
         try:
-            run_overrides(run)
+            steps = run_overrides(run).get("gradient_accumulation_steps", 1)
         except ValueError as e:
             parser.error(f"--runs: {e}")
+        if args.batch_size % (args.devices * steps):
+            parser.error(
+                f"--batch_size {args.batch_size} must divide by --devices {args.devices} times run {run}'s "
+                f"{steps} micro-batches"
+            )
     results = []
     for run in runs:
         print(f"=== {run}", flush=True)

@@ -98,12 +98,17 @@ def _dense(config: BertConfig, units: int, name: str) -> keras.layers.Dense:
 
 class _UncastBiasDense(keras.layers.Dense):
     """A ``Dense`` layer whose bias is read in its own dtype under mixed precision (no autocast):
-    holds the query, key and value variables, which ``project_qkv`` uses (not ``call``)."""
+    holds the query, key and value variables, which ``project_qkv`` uses. Called on its own it
+    computes what ``Dense`` does, its output in the compute dtype."""
 
     def add_weight(self, *args, **kwargs):
         if kwargs.get("name") == "bias":
             kwargs["autocast"] = False
         return super().add_weight(*args, **kwargs)
+
+    def call(self, inputs):
+        outputs = ops.matmul(inputs, self.kernel)
+        return outputs + ops.cast(self.bias, outputs.dtype)
 
 
 def _projection(config: BertConfig, units: int, name: str) -> keras.layers.Dense:

@@ -254,6 +254,12 @@ def test_bad_input_is_refused_by_name(tmp_path, capsys):
     with pytest.raises(SystemExit):
         gpu_compile.main(["--target_config", str(spec), "--devices", "3"])
     assert "--devices 3 must be 1 or more and divide --batch_size 256" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        gpu_compile.main(["--target_config", str(spec), "--devices", "2", "--batch_size", "12",
+                          "--runs", "keras_jax_accum4"])  # fmt: skip
+    assert "--batch_size 12 must divide by --devices 2 times run keras_jax_accum4's 4 micro-batches" in (
+        capsys.readouterr().err
+    )
     assert gpu_compile.run_overrides("keras_jax_cublas")["xla_flags"].startswith(
         "--xla_gpu_enable_triton_gemm=false"
     )
