@@ -111,6 +111,43 @@ def test_activation_builds_symbolically(hidden_act, policy):
     assert (tuple(y.shape), keras.backend.standardize_dtype(y.dtype)) == ((None, 8), hidden.dtype)
 
 
+def test_query_key_value_biases_stay_float32_and_the_layers_compute_as_dense():
+    # Under mixed precision project_qkv reads these biases in float32 (no autocast); the
+    # layers themselves still compute what Dense computes, in the compute dtype.
+    from trainer import layers
+
+    class ReadInCall(keras.layers.Layer):  # what a layer's call reads: Keras autocasts there
+        def call(self, x):
+            return self.variable.value
+
+    before = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        config = BertConfig.from_preset("tiny", vocab_size=50)
+        encoder = layers.TransformerLayer(config)
+        encoder.build()
+        x = np.random.default_rng(0).normal(size=(2, 3, config.hidden_size)).astype("float32")
+
+        def read(variable):
+            probe = ReadInCall()
+            probe.variable = variable
+            return keras.backend.standardize_dtype(probe(x).dtype)
+
+        assert read(encoder.attention_output.bias) == "bfloat16"
+        for projection in (encoder.query, encoder.key, encoder.value):
+            assert read(projection.bias) == "float32" and read(projection.kernel) == "bfloat16"
+            dense = keras.layers.Dense(config.hidden_size)
+            dense.build((None, None, config.hidden_size))
+            dense.set_weights(projection.get_weights())
+            out = projection(x)
+            assert keras.backend.standardize_dtype(out.dtype) == "bfloat16"
+            np.testing.assert_array_equal(
+                keras.ops.convert_to_numpy(out), keras.ops.convert_to_numpy(dense(x))
+            )
+    finally:
+        keras.config.set_dtype_policy(before)
+
+
 def test_exact_and_tanh_gelu_differ():
     # The activation must reach the computation: the same weights give different logits.
     weights = BertPretrainingModel(TINY).get_named_weights()
