@@ -25,7 +25,8 @@
 #      sum (the form before that), and PyTorch with torch.compile on the masked positions, each
 #      profiled, with the optimised HLO of ours;
 #   2. 300 steps of trainer.task itself (fit, callbacks, checkpoint, evaluation, export);
-#   3. while the session's deadline allows: Threefry dropout masks, LayerNorm statistics in one
+#   3. while the session's deadline allows: residual, dropout and LayerNorm forward as one Pallas
+#      kernel (benchmarks.pallas_norm), Threefry dropout masks, LayerNorm statistics in one
 #      pass, every matrix product on cuBLASLt, the tanh GELU (original BERT's), keras.ops.gelu in place of
 #      trainer.layers.activation, XLA attention, RngBitGenerator dropout masks, the stock PyTorch
 #      model, and our step at batch 512.
@@ -73,7 +74,7 @@ left=$((deadline - (SECONDS - start)))
 echo "== $((SECONDS - start)) s gone, $left s left for the optional runs"
 if [ "$left" -gt 80 ]; then
     KERAS_BACKEND=jax python3 -m benchmarks.gpu_bench --size base --batch_size 256 --no_attention_probe \
-        --runs "" --optional_runs "${GPU_SESSION_MORE_RUNS:-keras_jax_threefry,keras_jax_welford,keras_jax_cublas,keras_jax_gelu_tanh,keras_jax_keras_gelu,keras_jax_xla,keras_jax_rbg,torch_full}" \
+        --runs "" --optional_runs "${GPU_SESSION_MORE_RUNS:-keras_jax_pallas_norm,keras_jax_threefry,keras_jax_welford,keras_jax_cublas,keras_jax_gelu_tanh,keras_jax_keras_gelu,keras_jax_xla,keras_jax_rbg,torch_full}" \
         --large_batch_runs "${GPU_SESSION_LARGE_BATCH_RUNS-keras_jax}" --large_batch_size 512 \
         --time_budget_s "$left" --optional_run_estimate_s 70 --run_timeout_s 120 --profile_steps 5 \
         --out "$OUT/gpu_bench_more.json" "$@" 2>&1 | tee "$OUT/gpu_bench_more.log" || echo "gpu_bench exited with $?"

@@ -206,7 +206,8 @@ def torch_train_step(
 # trainer's form before its matrix product, trainer.kernels.add_rows); "welford" computes
 # LayerNorm's row statistics in one pass (_welford_row_moments); "qkv_joined" computes queries,
 # keys and values as one [H, 3H] product, split (trainer.layers.project_qkv_joined: the JAX
-# trainer's form before trainer.kernels.project_qkv).
+# trainer's form before trainer.kernels.project_qkv); "pallas_norm" computes each residual
+# sum, hash dropout and LayerNorm forward in one Pallas kernel (benchmarks.pallas_norm).
 RUNS = {
     "keras_jax": ("keras_jax", {}),
     "keras_jax_xla": ("keras_jax", {"attention_impl": "xla"}),
@@ -223,6 +224,7 @@ RUNS = {
     "keras_jax_position_sum": ("keras_jax", {"position_sum": True}),
     "keras_jax_welford": ("keras_jax", {"welford": True}),
     "keras_jax_qkv_joined": ("keras_jax", {"qkv_joined": True}),
+    "keras_jax_pallas_norm": ("keras_jax", {"pallas_norm": True}),
     # Every matrix product on cuBLAS(Lt) rather than XLA's autotuned choice between it and
     # Triton: biases then go into the products' epilogues.
     "keras_jax_cublas": (
@@ -432,6 +434,11 @@ def _keras_setup(spec: BenchSpec, overrides: dict, *, probe: bool = True):
         from trainer import layers
 
         layers.project_qkv = layers.project_qkv_joined
+    if overrides.get("pallas_norm"):
+        from benchmarks import pallas_norm
+        from trainer import layers
+
+        layers.residual_norm = pallas_norm.residual_norm
     model = BertPretrainingModel(config, options)
     model.gradient_accumulation_steps = overrides.get("gradient_accumulation_steps", 1)
     # The trainer's optimizer: AdamW (no decay on LayerNorm and biases), global-norm clip 1.0;

@@ -225,6 +225,16 @@ def project_qkv_joined(x, weights, biases):
     return tuple(qkv[..., i * h : (i + 1) * h] for i in range(len(weights)))
 
 
+def residual_norm(norm, dropout, residual, dense, inputs, training):
+    """``norm(residual + dropout(dense(inputs)))``: a sublayer's output, its dropout, the residual
+    sum and LayerNorm. A module-level function, so that a benchmark can time a fused kernel
+    (``benchmarks.pallas_norm``, which falls back to ``default_residual_norm``)."""
+    return norm(residual + dropout(dense(inputs), training=training))
+
+
+default_residual_norm = residual_norm
+
+
 class BertEmbeddings(keras.layers.Layer):
     """Word + learned position + token type embeddings, then LayerNorm and dropout."""
 
@@ -348,11 +358,12 @@ class TransformerLayer(keras.layers.Layer):
 
     def call(self, x, mask, training=False):
         """Args: x [B, L, H]; mask bool [B, 1, 1, L], True where a key may be attended."""
-        attn = self.attention_output(self._attention(x, mask, training))
-        x = self.attention_layer_norm(x + self.hidden_dropout(attn, training=training))
+        context = self._attention(x, mask, training)
+        x = residual_norm(
+            self.attention_layer_norm, self.hidden_dropout, x, self.attention_output, context, training
+        )
         ff = activation(self.config, self.intermediate(x))  # [B, L, I]
-        ff = self.output_dense(ff)
-        return self.output_layer_norm(x + self.hidden_dropout(ff, training=training))
+        return residual_norm(self.output_layer_norm, self.hidden_dropout, x, self.output_dense, ff, training)
 
     def named_variables(self, prefix: str) -> list:
         return [

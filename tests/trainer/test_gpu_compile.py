@@ -241,6 +241,25 @@ def test_the_benchmarks_one_pass_row_moments_match_two_passes():
             np.testing.assert_allclose(np.asarray(variance)[:, 0], exact.var(-1), rtol=tolerance)
 
 
+def test_the_benchmarks_pallas_norm_computes_the_trainers_residual_dropout_and_layer_norm():
+    # keras_jax_pallas_norm must time what the trainer computes: its kernel (interpreted on CPU)
+    # against the trainer's path in a mixed_bfloat16 TransformerLayer, same weights and inputs.
+    from tests.trainer.scripts import run_module
+
+    result = run_module("tests.trainer.pallas_norm_run", backend="jax", env={"JAX_PLATFORMS": "cpu"})
+    # With dropout: the same hash masks and roundings, so every output is the same bf16 value.
+    trained = result["training=True"]
+    assert trained["outputs"] == 4 * 32 * 128 and trained["outputs_differing"] == 0
+    # Without: only the order of the row sums differs; at most one bf16 step, rarely.
+    evaluated = result["training=False"]
+    assert evaluated["outputs_differing"] <= 8 and evaluated["largest_output_ulps"] <= 1.0
+    for errors, tolerance in (
+        (trained["gradient_relative_errors"], 1e-6),
+        (evaluated["gradient_relative_errors"], 1e-4),
+    ):
+        assert len(errors) == 17 and max(errors.values()) < tolerance, errors
+
+
 def test_bad_input_is_refused_by_name(tmp_path, capsys):
     from benchmarks import gpu_compile
 

@@ -1,0 +1,189 @@
+"""A fused residual sum, hash dropout and LayerNorm forward as one Pallas (Triton) kernel, for the
+benchmark run ``keras_jax_pallas_norm`` (``benchmarks.trainer_common``): not in the trainer.
+
+XLA computes ``LayerNorm(residual + dropout(x @ W + b))`` in three memory-bound kernels
+(compiled for an H100, 327 MB per LayerNorm at BERT-base, batch 256, and it stores the dropout
+mask for the backward pass); this kernel reads the product and the residual once and writes the
+sum and the output (about 200 MB), with each row's mean and 1/std. Its gradient is XLA's: the
+LayerNorm backward from those statistics, and the dropout mask computed again from the seed.
+
+It computes what the trainer's own path computes, rounding for rounding: the bias added in the
+activations' dtype, the hash mask of ``trainer.kernels.hash_dropout`` (the same bits, from each
+element's position in the ``[B, L, H]`` array), the kept values scaled in float32 and rounded
+once, the residual sum rounded to that dtype, LayerNorm in float32 from it. Only the order of
+the row sums differs. On CPU the kernel runs in Pallas' interpret mode (for tests); Pallas'
+Triton lowering wants power-of-two blocks, so a row of H values is loaded as the next power of
+two under a mask.
+
+Shape key: B batch, L sequence length, H hidden size, R = B * L rows.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import keras
+from keras import ops
+
+BLOCK_ROWS = 16
+# None: interpret the kernel unless JAX runs on a GPU. benchmarks.gpu_compile sets False: it
+# lowers for a GPU from a CPU process.
+interpret: bool | None = None
+
+
+def _mix32(x):
+    import jax.numpy as jnp
+
+    x = x ^ (x >> jnp.uint32(16))
+    x = x * jnp.uint32(0x7FEB352D)
+    x = x ^ (x >> jnp.uint32(15))
+    x = x * jnp.uint32(0x846CA68B)
+    return x ^ (x >> jnp.uint32(16))
+
+
+def _keys(seed):
+    """``trainer.kernels.hash_bits``' two keys of a uint32[2] seed, as uint32[2]."""
+    import jax.numpy as jnp
+
+    seed = jnp.asarray(seed).astype(jnp.uint32)
+    k0 = _mix32(_mix32(seed[1] ^ jnp.uint32(0x9E3779B9)) + seed[0])
+    k1 = _mix32(_mix32(seed[0] ^ jnp.uint32(0x85EBCA6B)) + seed[1])
+    return jnp.stack([k0, k1])
+
+
+@functools.cache
+def _forward_call(
+    rows: int, seq_len: int, width: int, dtype: str, rate: float, epsilon: float, interpret: bool
+):
+    import jax
+    import jax.numpy as jnp
+    from jax.experimental import pallas as pl
+    from jax.experimental.pallas import triton as plt
+
+    padded = 1 << (width - 1).bit_length()
+    keep = 1.0 - rate
+    threshold = min(round(rate * 2**32), 2**32 - 1)
+    act = jnp.dtype(dtype)
+
+    def kernel(keys_ref, x_ref, b_ref, r_ref, g_ref, beta_ref, y_ref, s_ref, mean_ref, rstd_ref):
+        cols = jax.lax.broadcasted_iota(jnp.int32, (BLOCK_ROWS, padded), 1)
+        valid = cols < width
+        in_row = jax.lax.broadcasted_iota(jnp.int32, (1, padded), 1) < width
+        span = (slice(None), pl.ds(0, padded))
+        x = plt.load(x_ref.at[span], mask=valid, other=0)
+        bias = plt.load(b_ref.at[span], mask=in_row, other=0)
+        a = (x.astype(jnp.float32) + bias.astype(jnp.float32)).astype(act)  # the Dense output
+        if rate > 0:
+            row = pl.program_id(0) * BLOCK_ROWS + jax.lax.broadcasted_iota(jnp.int32, (BLOCK_ROWS, padded), 0)
+            batch = (row // seq_len).astype(jnp.uint32)
+            offset = ((row % seq_len) * width + cols).astype(jnp.uint32)
+            bits = _mix32(_mix32(offset ^ keys_ref[0]) + _mix32(batch ^ keys_ref[1]))
+            scaled = (a.astype(jnp.float32) * (1.0 / keep)).astype(act)
+            a = jnp.where(bits >= jnp.uint32(threshold), scaled, jnp.zeros((), act))
+        residual = plt.load(r_ref.at[span], mask=valid, other=0)
+        s = (residual.astype(jnp.float32) + a.astype(jnp.float32)).astype(act)
+        plt.store(s_ref.at[span], s, mask=valid)
+        sf = jnp.where(valid, s.astype(jnp.float32), 0.0)
+        mean = jnp.sum(sf, axis=1, keepdims=True) / width
+        centred = jnp.where(valid, sf - mean, 0.0)
+        rstd = jax.lax.rsqrt(jnp.sum(centred * centred, axis=1, keepdims=True) / width + epsilon)
+        gamma = plt.load(g_ref.at[span], mask=in_row, other=0)
+        beta = plt.load(beta_ref.at[span], mask=in_row, other=0)
+        plt.store(y_ref.at[span], (centred * rstd * gamma + beta).astype(act), mask=valid)
+        mean_ref[...] = mean
+        rstd_ref[...] = rstd
+
+    rows_spec = pl.BlockSpec((BLOCK_ROWS, width), lambda i: (i, 0))
+    vector = pl.BlockSpec((1, width), lambda i: (0, 0))
+    stat = pl.BlockSpec((BLOCK_ROWS, 1), lambda i: (i, 0))
+    array = jax.ShapeDtypeStruct((rows, width), act)
+    stats = jax.ShapeDtypeStruct((rows, 1), jnp.float32)
+    return pl.pallas_call(
+        kernel,
+        out_shape=(array, array, stats, stats),
+        grid=(rows // BLOCK_ROWS,),
+        in_specs=[pl.BlockSpec((2,), lambda i: (0,)), rows_spec, vector, rows_spec, vector, vector],
+        out_specs=(rows_spec, rows_spec, stat, stat),
+        interpret=interpret,
+    )
+
+
+@functools.cache
+def _fused_function(rate: float, epsilon: float, interpret: bool):
+    import jax
+    import jax.numpy as jnp
+
+    from trainer import kernels
+
+    def run(x, bias, residual, gamma, beta, seed):
+        batch, seq_len, width = x.shape
+        call = _forward_call(batch * seq_len, seq_len, width, x.dtype.name, rate, epsilon, interpret)
+        flat = lambda a: a.reshape(batch * seq_len, width)  # noqa: E731
+        y, s, mean, rstd = call(
+            _keys(seed), flat(x), bias.reshape(1, width), flat(residual),
+            gamma.reshape(1, width), beta.reshape(1, width),
+        )  # fmt: skip
+        return y.reshape(x.shape), (
+            s.reshape(x.shape),
+            mean.reshape(batch, seq_len, 1),
+            rstd.reshape(batch, seq_len, 1),
+        )
+
+    @jax.custom_vjp
+    def fused(x, bias, residual, gamma, beta, seed):
+        return run(x, bias, residual, gamma, beta, seed)[0]
+
+    def forward(x, bias, residual, gamma, beta, seed):
+        y, (s, mean, rstd) = run(x, bias, residual, gamma, beta, seed)
+        return y, (s, mean, rstd, gamma, bias, seed)
+
+    def backward(saved, upstream):
+        s, mean, rstd, gamma, bias, seed = saved
+        dy = upstream.astype(jnp.float32)
+        xhat = (s.astype(jnp.float32) - mean) * rstd
+        g = dy * gamma
+        ds = rstd * (
+            g - jnp.mean(g, axis=-1, keepdims=True) - xhat * jnp.mean(g * xhat, axis=-1, keepdims=True)
+        )
+        ds = ds.astype(s.dtype)
+        da = kernels._apply_hash_mask(ds, rate, seed) if rate > 0 else ds
+        rows = (0, 1)
+        # In da's dtype, as differentiation of the Dense layer's bias sum gives.
+        dbias = jax.lax.reduce(da, jnp.zeros((), da.dtype), jax.lax.add, rows).astype(bias.dtype)
+        # gamma's and beta's gradients in one reduction, as trainer.layers' LayerNorm: one pass.
+        sums = jnp.sum(jnp.concatenate([dy * xhat, dy], axis=-1), axis=rows)
+        width = dy.shape[-1]
+        return da, dbias, ds, sums[:width], sums[width:], None
+
+    fused.defvjp(forward, backward)
+    return fused
+
+
+def fused_residual_norm(x, bias, residual, gamma, beta, seed, *, rate: float, epsilon: float):
+    """``LayerNorm(residual + hash_dropout(x + bias))`` of 16-bit ``x`` and ``residual`` [B, L, H],
+    ``bias`` [H] in their dtype, ``gamma`` and ``beta`` [H] float32, ``seed`` uint32[2] (JAX only;
+    reverse-mode differentiation only)."""
+    import jax
+
+    interpreted = jax.default_backend() != "gpu" if interpret is None else interpret
+    return _fused_function(float(rate), float(epsilon), interpreted)(x, bias, residual, gamma, beta, seed)
+
+
+def residual_norm(norm, dropout, residual, dense, inputs, training):
+    """``trainer.layers.residual_norm`` with ``fused_residual_norm`` where it applies (JAX, 16-bit
+    activations, hash dropout or none); elsewhere the trainer's own."""
+    from trainer import layers
+
+    dtype = keras.backend.standardize_dtype(residual.dtype)
+    rate = dropout.rate if training else 0.0
+    hashed = rate == 0 or dropout.options.dropout_for(keras.backend.backend()) == "hash"
+    if keras.backend.backend() != "jax" or dtype not in ("bfloat16", "float16") or not hashed:
+        return layers.default_residual_norm(norm, dropout, residual, dense, inputs, training)
+    import jax.numpy as jnp
+
+    product = ops.matmul(ops.cast(inputs, dtype), ops.cast(dense.kernel, dtype))
+    seed = dropout.seed_generator.next() if rate > 0 else jnp.zeros((2,), jnp.uint32)
+    return fused_residual_norm(
+        product, ops.cast(dense.bias, dtype), residual, ops.cast(norm.gamma, "float32"),
+        ops.cast(norm.beta, "float32"), seed, rate=rate, epsilon=norm.epsilon,
+    )  # fmt: skip

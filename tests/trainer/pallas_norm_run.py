@@ -1,0 +1,72 @@
+"""Run as a script under KERAS_BACKEND=jax (CPU): a mixed_bfloat16 ``TransformerLayer`` with the
+trainer's residual, dropout and LayerNorm, and with ``benchmarks.pallas_norm``'s fused kernel
+(Pallas interpret mode), on the same weights and inputs, with and without dropout: their
+outputs and gradients. Prints one JSON line, ``RESULT {...}``.
+
+Usage: python -m tests.trainer.pallas_norm_run
+"""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import jax.numpy as jnp
+import keras
+import numpy as np
+
+from benchmarks import pallas_norm
+from trainer import layers
+from trainer.config import BertConfig, KernelOptions
+
+
+def main() -> None:
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    keras.utils.set_random_seed(0)
+    config = BertConfig.from_preset("tiny", vocab_size=50)
+    layer = layers.TransformerLayer(config, KernelOptions(attention="xla", dropout_rng="hash"))
+    layer.build()
+    rng = np.random.default_rng(0)
+    batch, seq_len, hidden = 4, 32, config.hidden_size  # 128 rows: 8 blocks of 16
+    x = jnp.asarray(rng.normal(size=(batch, seq_len, hidden)), jnp.bfloat16)
+    mask = jnp.ones((batch, 1, 1, seq_len), bool)
+    weights = jnp.linspace(-1.0, 1.0, hidden)
+    trainable = [v.value for v in layer.trainable_variables]
+    non_trainable = [v.value for v in layer.non_trainable_variables]
+
+    def run(residual_norm, training):
+        layers.residual_norm = residual_norm
+
+        def loss(trainable, x):
+            out, _ = layer.stateless_call(trainable, non_trainable, x, mask, training=training)
+            return jnp.sum(out.astype(jnp.float32) * weights), out
+
+        (_, out), grads = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(trainable, x)
+        return np.asarray(out, np.float32), [np.asarray(g, np.float32) for g in (*grads[0], grads[1])]
+
+    result = {}
+    for training in (True, False):
+        out, grads = run(layers.default_residual_norm, training)
+        fused_out, fused_grads = run(pallas_norm.residual_norm, training)
+        differ = fused_out != out
+        result[f"training={training}"] = {
+            "outputs_differing": int(differ.sum()),
+            "outputs": int(out.size),
+            # in units of the bf16 spacing at each value (8 significant bits)
+            "largest_output_ulps": float(
+                (np.abs(fused_out - out) / 2.0 ** (np.floor(np.log2(np.abs(out))) - 7))[differ].max()
+            )
+            if differ.any()
+            else 0.0,
+            "gradient_relative_errors": {
+                name: float(np.abs(f - g).max() / max(np.abs(g).max(), 1e-30))
+                for name, f, g in zip(
+                    [v.path for v in layer.trainable_variables] + ["x"], fused_grads, grads, strict=True
+                )
+            },
+        }
+    print("RESULT " + json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
