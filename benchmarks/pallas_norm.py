@@ -31,26 +31,6 @@ BLOCK_ROWS = 16
 interpret: bool | None = None
 
 
-def _mix32(x):
-    import jax.numpy as jnp
-
-    x = x ^ (x >> jnp.uint32(16))
-    x = x * jnp.uint32(0x7FEB352D)
-    x = x ^ (x >> jnp.uint32(15))
-    x = x * jnp.uint32(0x846CA68B)
-    return x ^ (x >> jnp.uint32(16))
-
-
-def _keys(seed):
-    """``trainer.kernels.hash_bits``' two keys of a uint32[2] seed, as uint32[2]."""
-    import jax.numpy as jnp
-
-    seed = jnp.asarray(seed).astype(jnp.uint32)
-    k0 = _mix32(_mix32(seed[1] ^ jnp.uint32(0x9E3779B9)) + seed[0])
-    k1 = _mix32(_mix32(seed[0] ^ jnp.uint32(0x85EBCA6B)) + seed[1])
-    return jnp.stack([k0, k1])
-
-
 @functools.cache
 def _forward_call(
     rows: int, seq_len: int, width: int, dtype: str, rate: float, epsilon: float, interpret: bool
@@ -59,6 +39,8 @@ def _forward_call(
     import jax.numpy as jnp
     from jax.experimental import pallas as pl
     from jax.experimental.pallas import triton as plt
+
+    from trainer.kernels import _mix32 as mix32
 
     padded = 1 << (width - 1).bit_length()
     keep = 1.0 - rate
@@ -77,7 +59,7 @@ def _forward_call(
             row = pl.program_id(0) * BLOCK_ROWS + jax.lax.broadcasted_iota(jnp.int32, (BLOCK_ROWS, padded), 0)
             batch = (row // seq_len).astype(jnp.uint32)
             offset = ((row % seq_len) * width + cols).astype(jnp.uint32)
-            bits = _mix32(_mix32(offset ^ keys_ref[0]) + _mix32(batch ^ keys_ref[1]))
+            bits = mix32(mix32(offset ^ keys_ref[0]) + mix32(batch ^ keys_ref[1]))
             scaled = (a.astype(jnp.float32) * (1.0 / keep)).astype(act)
             a = jnp.where(bits >= jnp.uint32(threshold), scaled, jnp.zeros((), act))
         residual = plt.load(r_ref.at[span], mask=valid, other=0)
@@ -120,7 +102,7 @@ def _fused_function(rate: float, epsilon: float, interpret: bool):
         call = _forward_call(batch * seq_len, seq_len, width, x.dtype.name, rate, epsilon, interpret)
         flat = lambda a: a.reshape(batch * seq_len, width)  # noqa: E731
         y, s, mean, rstd = call(
-            _keys(seed), flat(x), bias.reshape(1, width), flat(residual),
+            jnp.stack(kernels.hash_keys(seed)), flat(x), bias.reshape(1, width), flat(residual),
             gamma.reshape(1, width), beta.reshape(1, width),
         )  # fmt: skip
         return y.reshape(x.shape), (

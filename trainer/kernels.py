@@ -285,6 +285,17 @@ def _mix32(x):
     return x ^ (x >> jnp.uint32(16))
 
 
+def hash_keys(seed):
+    """The two uint32 keys of ``hash_bits`` (a 64-bit key in all), each mixed from both words of
+    ``seed`` (uint32[2]) in its own way."""
+    import jax.numpy as jnp
+
+    seed = jnp.asarray(seed).astype(jnp.uint32)
+    k0 = _mix32(_mix32(seed[1] ^ jnp.uint32(0x9E3779B9)) + seed[0])
+    k1 = _mix32(_mix32(seed[0] ^ jnp.uint32(0x85EBCA6B)) + seed[1])
+    return k0, k1
+
+
 def hash_bits(shape: tuple[int, ...], seed):
     """One uint32 per element of ``shape``, a hash of its position and ``seed`` (JAX only).
 
@@ -311,9 +322,7 @@ def hash_bits(shape: tuple[int, ...], seed):
         raise ValueError(
             f"hash_bits: shape {shape} has {shape[0]} rows of {inner} elements; both must be under 2^32"
         )
-    seed = jnp.asarray(seed).astype(jnp.uint32)
-    k0 = _mix32(_mix32(seed[1] ^ jnp.uint32(0x9E3779B9)) + seed[0])
-    k1 = _mix32(_mix32(seed[0] ^ jnp.uint32(0x85EBCA6B)) + seed[1])  # a 64-bit key in all
+    k0, k1 = hash_keys(seed)
     offset = jnp.zeros(shape, jnp.uint32)
     stride = 1
     for axis in range(len(shape) - 1, 0, -1):
