@@ -32,8 +32,8 @@ Runs (``--runs``, in order; each of ``--optional_runs`` starts only while ``--ti
   keras_jax_welford     keras_jax with LayerNorm's row statistics in one pass (a variadic reduction)
   keras_jax_qkv_joined  keras_jax with queries, keys and values from one joined [H, 3H] product, split
                         (the form before trainer.kernels.project_qkv's three products)
-  keras_jax_pallas_norm  keras_jax with each residual sum, hash dropout and LayerNorm forward in one
-                        Pallas kernel (benchmarks.pallas_norm; the backward stays XLA's)
+  keras_jax_pallas_norm  keras_jax with each residual sum, hash dropout and LayerNorm in Pallas kernels,
+                        forward and backward (benchmarks.pallas_norm)
   keras_jax_cublas      keras_jax with every matrix product on cuBLASLt (no Triton products): biases
                         in the products' epilogues
   keras_jax_gelu_tanh   keras_jax with the tanh GELU (--hidden_act gelu_new, original BERT's) and

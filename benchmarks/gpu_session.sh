@@ -25,8 +25,8 @@
 #      sum (the form before that), and PyTorch with torch.compile on the masked positions, each
 #      profiled, with the optimised HLO of ours;
 #   2. 300 steps of trainer.task itself (fit, callbacks, checkpoint, evaluation, export);
-#   3. while the session's deadline allows: residual, dropout and LayerNorm forward as one Pallas
-#      kernel (benchmarks.pallas_norm), Threefry dropout masks, LayerNorm statistics in one
+#   3. while the session's deadline allows: residual, dropout and LayerNorm in Pallas kernels
+#      (benchmarks.pallas_norm), Threefry dropout masks, LayerNorm statistics in one
 #      pass, every matrix product on cuBLASLt, the tanh GELU (original BERT's), keras.ops.gelu in place of
 #      trainer.layers.activation, XLA attention, RngBitGenerator dropout masks, the stock PyTorch
 #      model, and our step at batch 512.

@@ -1,19 +1,24 @@
-"""A fused residual sum, hash dropout and LayerNorm forward as one Pallas (Triton) kernel, for the
-benchmark run ``keras_jax_pallas_norm`` (``benchmarks.trainer_common``): not in the trainer.
+"""A fused residual sum, hash dropout and LayerNorm, forward and backward each one Pallas (Triton)
+kernel, for the benchmark run ``keras_jax_pallas_norm`` (``benchmarks.trainer_common``): not in
+the trainer.
 
-XLA computes ``LayerNorm(residual + dropout(x @ W + b))`` in three memory-bound kernels
-(compiled for an H100, 327 MB per LayerNorm at BERT-base, batch 256, and it stores the dropout
-mask for the backward pass); this kernel reads the product and the residual once and writes the
-sum and the output (about 200 MB), with each row's mean and 1/std. Its gradient is XLA's: the
-LayerNorm backward from those statistics, and the dropout mask computed again from the seed.
+XLA computes ``LayerNorm(residual + dropout(x @ W + b))`` in three memory-bound kernels forward
+(compiled for an H100, 327 MB per LayerNorm at BERT-base, batch 256; it stores the dropout mask
+for the backward pass) and reads the upstream gradient and the input three times backward.
+The forward kernel reads the product and the residual once and writes the sum, the output and
+each row's mean and 1/std (about 200 MB); the backward kernel reads the upstream gradient and
+the sum once and writes the sum's gradient (the residual's), the same masked by the dropout
+(the product's), and per block of rows the partial sums of gamma's, beta's and the bias's
+gradients.
 
 It computes what the trainer's own path computes, rounding for rounding: the bias added in the
 activations' dtype, the hash mask of ``trainer.kernels.hash_dropout`` (the same bits, from each
 element's position in the ``[B, L, H]`` array), the kept values scaled in float32 and rounded
-once, the residual sum rounded to that dtype, LayerNorm in float32 from it. Only the order of
-the row sums differs. On CPU the kernel runs in Pallas' interpret mode (for tests); Pallas'
-Triton lowering wants power-of-two blocks, so a row of H values is loaded as the next power of
-two under a mask.
+once, the residual sum rounded to that dtype, LayerNorm and its gradient in float32 from it.
+The order of the row sums differs, and the bias's gradient is summed in float32 (the trainer's
+XLA path sums the bf16 values). On CPU the kernels run in Pallas' interpret mode (for tests);
+Pallas' Triton lowering wants power-of-two blocks, so a row of H values is loaded as the next
+power of two under a mask.
 
 Shape key: B batch, L sequence length, H hidden size, R = B * L rows.
 """
@@ -26,6 +31,7 @@ import keras
 from keras import ops
 
 BLOCK_ROWS = 16
+BACKWARD_BLOCK_ROWS = 32  # its per-block partial sums: [R / 32, H] float32 each
 # None: interpret the kernel unless JAX runs on a GPU. benchmarks.gpu_compile sets False: it
 # lowers for a GPU from a CPU process.
 interpret: bool | None = None
@@ -91,6 +97,67 @@ def _forward_call(
 
 
 @functools.cache
+def _backward_call(rows: int, seq_len: int, width: int, dtype: str, rate: float, interpret: bool):
+    """The LayerNorm backward from the row statistics, the dropout mask applied to the result,
+    and per block of rows the partial sums of gamma's, beta's and the bias's gradients."""
+    import jax
+    import jax.numpy as jnp
+    from jax.experimental import pallas as pl
+    from jax.experimental.pallas import triton as plt
+
+    from trainer.kernels import _mix32 as mix32
+
+    padded = 1 << (width - 1).bit_length()
+    keep = 1.0 - rate
+    threshold = min(round(rate * 2**32), 2**32 - 1)
+    act = jnp.dtype(dtype)
+    block = BACKWARD_BLOCK_ROWS
+
+    def kernel(keys_ref, dy_ref, s_ref, mean_ref, rstd_ref, g_ref, ds_ref, da_ref, dg_ref, db_ref, dbias_ref):
+        cols = jax.lax.broadcasted_iota(jnp.int32, (block, padded), 1)
+        valid = cols < width
+        in_row = jax.lax.broadcasted_iota(jnp.int32, (1, padded), 1) < width
+        span = (slice(None), pl.ds(0, padded))
+        dy = plt.load(dy_ref.at[span], mask=valid, other=0).astype(jnp.float32)
+        sf = plt.load(s_ref.at[span], mask=valid, other=0).astype(jnp.float32)
+        rstd = rstd_ref[...]
+        xhat = jnp.where(valid, (sf - mean_ref[...]) * rstd, 0.0)
+        g = dy * plt.load(g_ref.at[span], mask=in_row, other=0)
+        mean_g = jnp.sum(g, axis=1, keepdims=True) / width
+        mean_gx = jnp.sum(g * xhat, axis=1, keepdims=True) / width
+        ds = (rstd * (g - mean_g - xhat * mean_gx)).astype(act)
+        plt.store(ds_ref.at[span], ds, mask=valid)
+        da = ds
+        if rate > 0:
+            row = pl.program_id(0) * block + jax.lax.broadcasted_iota(jnp.int32, (block, padded), 0)
+            batch = (row // seq_len).astype(jnp.uint32)
+            offset = ((row % seq_len) * width + cols).astype(jnp.uint32)
+            bits = mix32(mix32(offset ^ keys_ref[0]) + mix32(batch ^ keys_ref[1]))
+            scaled = (ds.astype(jnp.float32) * (1.0 / keep)).astype(act)
+            da = jnp.where(bits >= jnp.uint32(threshold), scaled, jnp.zeros((), act))
+        plt.store(da_ref.at[span], da, mask=valid)
+        plt.store(dg_ref.at[span], jnp.sum(dy * xhat, axis=0, keepdims=True), mask=in_row)
+        plt.store(db_ref.at[span], jnp.sum(dy, axis=0, keepdims=True), mask=in_row)
+        partial_bias = jnp.sum(jnp.where(valid, da.astype(jnp.float32), 0.0), axis=0, keepdims=True)
+        plt.store(dbias_ref.at[span], partial_bias, mask=in_row)
+
+    rows_spec = pl.BlockSpec((block, width), lambda i: (i, 0))
+    stat = pl.BlockSpec((block, 1), lambda i: (i, 0))
+    vector = pl.BlockSpec((1, width), lambda i: (0, 0))
+    partial = pl.BlockSpec((1, width), lambda i: (i, 0))
+    array = jax.ShapeDtypeStruct((rows, width), act)
+    sums = jax.ShapeDtypeStruct((rows // block, width), jnp.float32)
+    return pl.pallas_call(
+        kernel,
+        out_shape=(array, array, sums, sums, sums),
+        grid=(rows // block,),
+        in_specs=[pl.BlockSpec((2,), lambda i: (0,)), rows_spec, rows_spec, stat, stat, vector],
+        out_specs=(rows_spec, rows_spec, partial, partial, partial),
+        interpret=interpret,
+    )
+
+
+@functools.cache
 def _fused_function(rate: float, epsilon: float, interpret: bool):
     import jax
     import jax.numpy as jnp
@@ -121,21 +188,17 @@ def _fused_function(rate: float, epsilon: float, interpret: bool):
 
     def backward(saved, upstream):
         s, mean, rstd, gamma, bias, seed = saved
-        dy = upstream.astype(jnp.float32)
-        xhat = (s.astype(jnp.float32) - mean) * rstd
-        g = dy * gamma
-        ds = rstd * (
-            g - jnp.mean(g, axis=-1, keepdims=True) - xhat * jnp.mean(g * xhat, axis=-1, keepdims=True)
-        )
-        ds = ds.astype(s.dtype)
-        da = kernels._apply_hash_mask(ds, rate, seed) if rate > 0 else ds
-        rows = (0, 1)
-        # In da's dtype, as differentiation of the Dense layer's bias sum gives.
-        dbias = jax.lax.reduce(da, jnp.zeros((), da.dtype), jax.lax.add, rows).astype(bias.dtype)
-        # gamma's and beta's gradients in one reduction, as trainer.layers' LayerNorm: one pass.
-        sums = jnp.sum(jnp.concatenate([dy * xhat, dy], axis=-1), axis=rows)
-        width = dy.shape[-1]
-        return da, dbias, ds, sums[:width], sums[width:], None
+        batch, seq_len, width = s.shape
+        call = _backward_call(batch * seq_len, seq_len, width, s.dtype.name, rate, interpret)
+        flat = lambda a: a.reshape(batch * seq_len, -1)  # noqa: E731
+        ds, da, dgamma, dbeta, dbias = call(
+            jnp.stack(kernels.hash_keys(seed)), flat(upstream.astype(s.dtype)), flat(s), flat(mean), flat(rstd),
+            gamma.reshape(1, width),
+        )  # fmt: skip
+        return (
+            da.reshape(s.shape), jnp.sum(dbias, axis=0).astype(bias.dtype), ds.reshape(s.shape),
+            jnp.sum(dgamma, axis=0), jnp.sum(dbeta, axis=0), None,
+        )  # fmt: skip
 
     fused.defvjp(forward, backward)
     return fused

@@ -207,7 +207,7 @@ def torch_train_step(
 # LayerNorm's row statistics in one pass (_welford_row_moments); "qkv_joined" computes queries,
 # keys and values as one [H, 3H] product, split (trainer.layers.project_qkv_joined: the JAX
 # trainer's form before trainer.kernels.project_qkv); "pallas_norm" computes each residual
-# sum, hash dropout and LayerNorm forward in one Pallas kernel (benchmarks.pallas_norm).
+# sum, hash dropout and LayerNorm in Pallas kernels (benchmarks.pallas_norm).
 RUNS = {
     "keras_jax": ("keras_jax", {}),
     "keras_jax_xla": ("keras_jax", {"attention_impl": "xla"}),

@@ -20,34 +20,50 @@ from trainer import layers
 from trainer.config import BertConfig, KernelOptions
 
 
-def main() -> None:
-    keras.config.set_dtype_policy("mixed_bfloat16")
+def build(policy: str):
+    """A tiny TransformerLayer under ``policy``, its variables' values and a batch: the same
+    weights and inputs for every policy."""
+    keras.config.set_dtype_policy(policy)
     keras.utils.set_random_seed(0)
     config = BertConfig.from_preset("tiny", vocab_size=50)
     layer = layers.TransformerLayer(config, KernelOptions(attention="xla", dropout_rng="hash"))
     layer.build()
     rng = np.random.default_rng(0)
-    batch, seq_len, hidden = 4, 32, config.hidden_size  # 128 rows: 8 blocks of 16
+    batch, seq_len, hidden = 4, 32, config.hidden_size  # 128 rows: 8 blocks of 16, 4 of 32
     x = jnp.asarray(rng.normal(size=(batch, seq_len, hidden)), jnp.bfloat16)
-    mask = jnp.ones((batch, 1, 1, seq_len), bool)
-    weights = jnp.linspace(-1.0, 1.0, hidden)
+    return layer, x.astype(keras.config.dtype_policy().compute_dtype), jnp.ones((batch, 1, 1, seq_len), bool)
+
+
+def run(setup, residual_norm, training):
+    """Output and gradients (each variable's, by path without the layer's name, then x's)."""
+    layer, x, mask = setup
+    layers.residual_norm = residual_norm
     trainable = [v.value for v in layer.trainable_variables]
     non_trainable = [v.value for v in layer.non_trainable_variables]
+    weights = jnp.linspace(-1.0, 1.0, x.shape[-1])
 
-    def run(residual_norm, training):
-        layers.residual_norm = residual_norm
+    def loss(trainable, x):
+        out, _ = layer.stateless_call(trainable, non_trainable, x, mask, training=training)
+        return jnp.sum(out.astype(jnp.float32) * weights), out
 
-        def loss(trainable, x):
-            out, _ = layer.stateless_call(trainable, non_trainable, x, mask, training=training)
-            return jnp.sum(out.astype(jnp.float32) * weights), out
+    (_, out), grads = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(trainable, x)
+    names = [v.path.split("/", 1)[1] for v in layer.trainable_variables] + ["x"]
+    return np.asarray(out, np.float32), dict(
+        zip(names, (np.asarray(g, np.float64) for g in (*grads[0], grads[1])), strict=True)
+    )
 
-        (_, out), grads = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(trainable, x)
-        return np.asarray(out, np.float32), [np.asarray(g, np.float32) for g in (*grads[0], grads[1])]
 
+def relative(got, want) -> float:
+    return float(np.abs(got - want).max() / max(np.abs(want).max(), 1e-30))
+
+
+def main() -> None:
+    mixed, exact = build("mixed_bfloat16"), build("float32")
     result = {}
     for training in (True, False):
-        out, grads = run(layers.default_residual_norm, training)
-        fused_out, fused_grads = run(pallas_norm.residual_norm, training)
+        out, grads = run(mixed, layers.default_residual_norm, training)
+        fused_out, fused_grads = run(mixed, pallas_norm.residual_norm, training)
+        _, reference = run(exact, layers.default_residual_norm, training)
         differ = fused_out != out
         result[f"training={training}"] = {
             "outputs_differing": int(differ.sum()),
@@ -58,11 +74,14 @@ def main() -> None:
             )
             if differ.any()
             else 0.0,
-            "gradient_relative_errors": {
-                name: float(np.abs(f - g).max() / max(np.abs(g).max(), 1e-30))
-                for name, f, g in zip(
-                    [v.path for v in layer.trainable_variables] + ["x"], fused_grads, grads, strict=True
-                )
+            "gradient_relative_errors": {name: relative(fused_grads[name], grads[name]) for name in grads},
+            # the dense layers' bias gradients, both against the float32 layer's
+            "bias_errors_against_float32": {
+                name: {
+                    "trainer": relative(grads[name], reference[name]),
+                    "pallas": relative(fused_grads[name], reference[name]),
+                }
+                for name in ("attention_output/bias", "output/bias")
             },
         }
     print("RESULT " + json.dumps(result))
