@@ -40,6 +40,29 @@ BACKWARD_BLOCK_ROWS, BACKWARD_WARPS = 32, 16
 interpret: bool | None = None
 
 
+def _dropped(values, keys_ref, block: int, seq_len: int, width: int, rate: float):
+    """Inside a kernel over ``block`` rows of ``[R, H]`` (padded columns): ``values`` with
+    ``trainer.kernels.hash_dropout``'s mask applied, the kept ones scaled in float32 and rounded
+    once to their dtype. The mask's bits come from each element's position in the ``[B, L, H]``
+    array and the keys ``keys_ref`` holds (``trainer.kernels.hash_keys``)."""
+    if rate == 0:
+        return values
+    import jax
+    import jax.numpy as jnp
+    from jax.experimental import pallas as pl
+
+    from trainer.kernels import _mix32 as mix32
+
+    shape = values.shape
+    row = pl.program_id(0) * block + jax.lax.broadcasted_iota(jnp.int32, shape, 0)
+    batch = (row // seq_len).astype(jnp.uint32)
+    offset = ((row % seq_len) * width + jax.lax.broadcasted_iota(jnp.int32, shape, 1)).astype(jnp.uint32)
+    bits = mix32(mix32(offset ^ keys_ref[0]) + mix32(batch ^ keys_ref[1]))
+    threshold = min(round(rate * 2**32), 2**32 - 1)
+    scaled = (values.astype(jnp.float32) * (1.0 / (1.0 - rate))).astype(values.dtype)
+    return jnp.where(bits >= jnp.uint32(threshold), scaled, jnp.zeros((), values.dtype))
+
+
 @functools.cache
 def _forward_call(
     rows: int, seq_len: int, width: int, dtype: str, rate: float, epsilon: float, interpret: bool
@@ -49,11 +72,7 @@ def _forward_call(
     from jax.experimental import pallas as pl
     from jax.experimental.pallas import triton as plt
 
-    from trainer.kernels import _mix32 as mix32
-
     padded = 1 << (width - 1).bit_length()
-    keep = 1.0 - rate
-    threshold = min(round(rate * 2**32), 2**32 - 1)
     act = jnp.dtype(dtype)
 
     def kernel(keys_ref, x_ref, b_ref, r_ref, g_ref, beta_ref, y_ref, s_ref, mean_ref, rstd_ref):
@@ -64,13 +83,7 @@ def _forward_call(
         x = plt.load(x_ref.at[span], mask=valid, other=0)
         bias = plt.load(b_ref.at[span], mask=in_row, other=0)
         a = (x.astype(jnp.float32) + bias.astype(jnp.float32)).astype(act)  # the Dense output
-        if rate > 0:
-            row = pl.program_id(0) * BLOCK_ROWS + jax.lax.broadcasted_iota(jnp.int32, (BLOCK_ROWS, padded), 0)
-            batch = (row // seq_len).astype(jnp.uint32)
-            offset = ((row % seq_len) * width + cols).astype(jnp.uint32)
-            bits = mix32(mix32(offset ^ keys_ref[0]) + mix32(batch ^ keys_ref[1]))
-            scaled = (a.astype(jnp.float32) * (1.0 / keep)).astype(act)
-            a = jnp.where(bits >= jnp.uint32(threshold), scaled, jnp.zeros((), act))
+        a = _dropped(a, keys_ref, BLOCK_ROWS, seq_len, width, rate)
         residual = plt.load(r_ref.at[span], mask=valid, other=0)
         s = (residual.astype(jnp.float32) + a.astype(jnp.float32)).astype(act)
         plt.store(s_ref.at[span], s, mask=valid)
@@ -109,11 +122,7 @@ def _backward_call(rows: int, seq_len: int, width: int, dtype: str, rate: float,
     from jax.experimental import pallas as pl
     from jax.experimental.pallas import triton as plt
 
-    from trainer.kernels import _mix32 as mix32
-
     padded = 1 << (width - 1).bit_length()
-    keep = 1.0 - rate
-    threshold = min(round(rate * 2**32), 2**32 - 1)
     act = jnp.dtype(dtype)
     block = BACKWARD_BLOCK_ROWS
 
@@ -131,14 +140,7 @@ def _backward_call(rows: int, seq_len: int, width: int, dtype: str, rate: float,
         mean_gx = jnp.sum(g * xhat, axis=1, keepdims=True) / width
         ds = (rstd * (g - mean_g - xhat * mean_gx)).astype(act)
         plt.store(ds_ref.at[span], ds, mask=valid)
-        da = ds
-        if rate > 0:
-            row = pl.program_id(0) * block + jax.lax.broadcasted_iota(jnp.int32, (block, padded), 0)
-            batch = (row // seq_len).astype(jnp.uint32)
-            offset = ((row % seq_len) * width + cols).astype(jnp.uint32)
-            bits = mix32(mix32(offset ^ keys_ref[0]) + mix32(batch ^ keys_ref[1]))
-            scaled = (ds.astype(jnp.float32) * (1.0 / keep)).astype(act)
-            da = jnp.where(bits >= jnp.uint32(threshold), scaled, jnp.zeros((), act))
+        da = _dropped(ds, keys_ref, block, seq_len, width, rate)
         plt.store(da_ref.at[span], da, mask=valid)
         plt.store(dg_ref.at[span], jnp.sum(dy * xhat, axis=0, keepdims=True), mask=in_row)
         plt.store(db_ref.at[span], jnp.sum(dy, axis=0, keepdims=True), mask=in_row)
