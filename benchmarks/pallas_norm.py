@@ -26,6 +26,7 @@ Shape key: B batch, L sequence length, H hidden size, R = B * L rows.
 from __future__ import annotations
 
 import functools
+import math
 
 import keras
 from keras import ops
@@ -211,25 +212,38 @@ def _fused_function(rate: float, epsilon: float, interpret: bool):
     return fused
 
 
+def _whole_blocks(shape) -> bool:
+    """Whether ``shape`` [B, L, H] splits into whole blocks of rows for both kernels' grids."""
+    return (shape[0] * shape[1]) % math.lcm(BLOCK_ROWS, BACKWARD_BLOCK_ROWS) == 0
+
+
 def fused_residual_norm(x, bias, residual, gamma, beta, seed, *, rate: float, epsilon: float):
     """``LayerNorm(residual + hash_dropout(x + bias))`` of 16-bit ``x`` and ``residual`` [B, L, H],
     ``bias`` [H] in their dtype, ``gamma`` and ``beta`` [H] float32, ``seed`` uint32[2] (JAX only;
     reverse-mode differentiation only)."""
     import jax
 
+    if not _whole_blocks(x.shape):
+        raise ValueError(
+            f"fused_residual_norm: x of shape {tuple(x.shape)} has B * L = {x.shape[0] * x.shape[1]} rows, "
+            f"not a multiple of {math.lcm(BLOCK_ROWS, BACKWARD_BLOCK_ROWS)}"
+        )
     interpreted = jax.default_backend() != "gpu" if interpret is None else interpret
     return _fused_function(float(rate), float(epsilon), interpreted)(x, bias, residual, gamma, beta, seed)
 
 
 def residual_norm(norm, dropout, residual, dense, inputs, training):
-    """``trainer.layers.residual_norm`` with ``fused_residual_norm`` where it applies (JAX, 16-bit
-    activations, hash dropout or none); elsewhere the trainer's own."""
+    """``trainer.layers.residual_norm`` with ``fused_residual_norm`` where it applies (JAX arrays,
+    16-bit activations, hash dropout or none, B * L a multiple of 32); elsewhere, symbolic
+    builds included, the trainer's own."""
     from trainer import layers
 
     dtype = keras.backend.standardize_dtype(residual.dtype)
     rate = dropout.rate if training else 0.0
     hashed = rate == 0 or dropout.options.dropout_for(keras.backend.backend()) == "hash"
-    if keras.backend.backend() != "jax" or dtype not in ("bfloat16", "float16") or not hashed:
+    symbolic = isinstance(residual, keras.KerasTensor)
+    fits = not symbolic and _whole_blocks(residual.shape)
+    if keras.backend.backend() != "jax" or not fits or dtype not in ("bfloat16", "float16") or not hashed:
         return layers.default_residual_norm(norm, dropout, residual, dense, inputs, training)
     import jax.numpy as jnp
 

@@ -84,6 +84,21 @@ def main() -> None:
                 for name in ("attention_output/bias", "output/bias")
             },
         }
+    try:  # rows that the kernels' grids would not cover whole are refused, not dropped
+        odd = jnp.zeros((3, 10, 128), jnp.bfloat16)
+        pallas_norm.fused_residual_norm(
+            odd,
+            odd[0, 0],
+            odd,
+            jnp.ones(128),
+            jnp.zeros(128),
+            jnp.zeros(2, jnp.uint32),
+            rate=0.1,
+            epsilon=1e-12,
+        )
+        result["refusal"] = None
+    except ValueError as e:
+        result["refusal"] = str(e)
     print("RESULT " + json.dumps(result))
 
 

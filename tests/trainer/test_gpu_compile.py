@@ -253,6 +253,9 @@ def test_the_benchmarks_pallas_norm_computes_the_trainers_residual_dropout_and_l
     # Without: only the order of the row sums differs; at most one bf16 step, rarely.
     evaluated = result["training=False"]
     assert evaluated["outputs_differing"] <= 8 and evaluated["largest_output_ulps"] <= 1.0
+    assert result["refusal"] == (
+        "fused_residual_norm: x of shape (3, 10, 128) has B * L = 30 rows, not a multiple of 32"
+    )
     biases = ("attention_output/bias", "output/bias")
     for run, tolerance in ((trained, 1e-6), (evaluated, 1e-4)):
         errors = run["gradient_relative_errors"]
