@@ -36,6 +36,9 @@ alone, for any optimised HLO text (also a GPU dump)::
 Bytes of a kernel are its operands' plus its output's sizes: an upper estimate (a kernel that
 reads a slice of an operand is charged all of it).
 
+Pallas kernels (the run ``keras_jax_pallas_norm``) are lowered for the card too: Pallas asks
+the device for its compute capability, which this script answers from the spec's device kind.
+
 ``--devices N`` compiles the step for N cards of the spec's kind, data parallel as the
 trainer's ``keras.distribution.DataParallel``: the batch split over them, the state
 replicated. Each row then also counts the collectives (all-reduce and the like) and their
