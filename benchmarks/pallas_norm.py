@@ -6,8 +6,9 @@ XLA computes ``LayerNorm(residual + dropout(x @ W + b))`` in three memory-bound 
 (compiled for an H100, 327 MB per LayerNorm at BERT-base, batch 256; it stores the dropout mask
 for the backward pass) and reads the upstream gradient and the input three times backward.
 The forward kernel reads the product and the residual once and writes the sum, the output and
-each row's mean and 1/std (about 200 MB); the backward kernel reads the upstream gradient and
-the sum once and writes the sum's gradient (the residual's), the same masked by the dropout
+each row's mean and 1/std (about 200 MB); the backward kernel reads the upstream gradients (of
+the output's two copies, the next product's and the next residual sum's: XLA would add them in
+a kernel of its own before a custom call, 151 MB) and the sum once and writes the sum's gradient (the residual's), the same masked by the dropout
 (the product's), and per block of rows the partial sums of gamma's, beta's and the bias's
 gradients.
 
@@ -127,12 +128,17 @@ def _backward_call(rows: int, seq_len: int, width: int, dtype: str, rate: float,
     act = jnp.dtype(dtype)
     block = BACKWARD_BLOCK_ROWS
 
-    def kernel(keys_ref, dy_ref, s_ref, mean_ref, rstd_ref, g_ref, ds_ref, da_ref, dg_ref, db_ref, dbias_ref):
+    def kernel(
+        keys_ref, dy_ref, dr_ref, s_ref, mean_ref, rstd_ref, g_ref, ds_ref, da_ref, dg_ref, db_ref, dbias_ref
+    ):
         cols = jax.lax.broadcasted_iota(jnp.int32, (block, padded), 1)
         valid = cols < width
         in_row = jax.lax.broadcasted_iota(jnp.int32, (1, padded), 1) < width
         span = (slice(None), pl.ds(0, padded))
+        # The two copies' gradients, summed and rounded as autodiff sums a tensor read twice.
         dy = plt.load(dy_ref.at[span], mask=valid, other=0).astype(jnp.float32)
+        dy += plt.load(dr_ref.at[span], mask=valid, other=0).astype(jnp.float32)
+        dy = dy.astype(act).astype(jnp.float32)
         sf = plt.load(s_ref.at[span], mask=valid, other=0).astype(jnp.float32)
         rstd = rstd_ref[...]
         xhat = jnp.where(valid, (sf - mean_ref[...]) * rstd, 0.0)
@@ -158,7 +164,7 @@ def _backward_call(rows: int, seq_len: int, width: int, dtype: str, rate: float,
         kernel,
         out_shape=(array, array, sums, sums, sums),
         grid=(rows // block,),
-        in_specs=[pl.BlockSpec((2,), lambda i: (0,)), rows_spec, rows_spec, stat, stat, vector],
+        in_specs=[pl.BlockSpec((2,), lambda i: (0,)), rows_spec, rows_spec, rows_spec, stat, stat, vector],
         out_specs=(rows_spec, rows_spec, partial, partial, partial),
         compiler_params=plt.CompilerParams(num_warps=BACKWARD_WARPS),
         interpret=interpret,
@@ -188,11 +194,12 @@ def _fused_function(rate: float, epsilon: float, interpret: bool):
 
     @jax.custom_vjp
     def fused(x, bias, residual, gamma, beta, seed):
-        return run(x, bias, residual, gamma, beta, seed)[0]
+        y = run(x, bias, residual, gamma, beta, seed)[0]
+        return y, y
 
     def forward(x, bias, residual, gamma, beta, seed):
         y, (s, mean, rstd) = run(x, bias, residual, gamma, beta, seed)
-        return y, (s, mean, rstd, gamma, bias, seed)
+        return (y, y), (s, mean, rstd, gamma, bias, seed)
 
     def backward(saved, upstream):
         s, mean, rstd, gamma, bias, seed = saved
@@ -200,8 +207,8 @@ def _fused_function(rate: float, epsilon: float, interpret: bool):
         call = _backward_call(batch * seq_len, seq_len, width, s.dtype.name, rate, interpret)
         flat = lambda a: a.reshape(batch * seq_len, -1)  # noqa: E731
         ds, da, dgamma, dbeta, dbias = call(
-            jnp.stack(kernels.hash_keys(seed)), flat(upstream.astype(s.dtype)), flat(s), flat(mean), flat(rstd),
-            gamma.reshape(1, width),
+            jnp.stack(kernels.hash_keys(seed)), *(flat(u.astype(s.dtype)) for u in upstream), flat(s),
+            flat(mean), flat(rstd), gamma.reshape(1, width),
         )  # fmt: skip
         return (
             da.reshape(s.shape), jnp.sum(dbias, axis=0).astype(bias.dtype), ds.reshape(s.shape),
@@ -220,7 +227,8 @@ def _whole_blocks(shape) -> bool:
 def fused_residual_norm(x, bias, residual, gamma, beta, seed, *, rate: float, epsilon: float):
     """``LayerNorm(residual + hash_dropout(x + bias))`` of 16-bit ``x`` and ``residual`` [B, L, H],
     ``bias`` [H] in their dtype, ``gamma`` and ``beta`` [H] float32, ``seed`` uint32[2] (JAX only;
-    reverse-mode differentiation only)."""
+    reverse-mode differentiation only). Returns it twice, as ``trainer.layers.residual_norm``
+    does; the backward kernel sums the two copies' gradients."""
     import jax
 
     if not _whole_blocks(x.shape):

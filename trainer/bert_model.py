@@ -104,8 +104,9 @@ class BertPretrainingModel(keras.Model):
         # True where a key position holds a real token; broadcast over heads and queries.
         mask = ops.cast(inputs["input_mask"], "bool")[:, None, None, :]  # [B, 1, 1, L]
         x = self.embeddings(input_ids, segment_ids, training=training)
+        residual = None
         for layer in self.encoder_layers:
-            x = layer(x, mask, training=training)
+            x, residual = layer(x, mask, training=training, residual=residual)
         pooled = self.pooler(x[:, 0, :])  # [B, H]
         return {"sequence_output": x, "pooled_output": pooled}
 

@@ -228,8 +228,14 @@ def project_qkv_joined(x, weights, biases):
 def residual_norm(norm, dropout, residual, dense, inputs, training):
     """``norm(residual + dropout(dense(inputs)))``: a sublayer's output, its dropout, the residual
     sum and LayerNorm. A module-level function, so that a benchmark can time a fused kernel
-    (``benchmarks.pallas_norm``, which falls back to ``default_residual_norm``)."""
-    return norm(residual + dropout(dense(inputs), training=training))
+    (``benchmarks.pallas_norm``, which falls back to ``default_residual_norm``).
+
+    Returns the result twice: the copy the next product reads and the copy the next residual sum
+    reads. Here they are one tensor; a fused kernel returns two, so that their gradients reach
+    its backward pass apart and it sums them itself (autodiff sums the gradients of a tensor
+    read twice in a kernel of its own)."""
+    y = norm(residual + dropout(dense(inputs), training=training))
+    return y, y
 
 
 default_residual_norm = residual_norm
@@ -356,14 +362,21 @@ class TransformerLayer(keras.layers.Layer):
             context = ops.dot_product_attention(q, k, v, mask=full_mask)  # [B, L, N, D]
         return ops.reshape(context, (batch, seq_len, cfg.hidden_size))
 
-    def call(self, x, mask, training=False):
-        """Args: x [B, L, H]; mask bool [B, 1, 1, L], True where a key may be attended."""
+    def call(self, x, mask, training=False, residual=None):
+        """Args: x [B, L, H]; mask bool [B, 1, 1, L], True where a key may be attended; residual
+        the copy of x that the first residual sum reads (x itself when None).
+
+        Returns the layer's output [B, L, H] and the copy of it the next layer's first residual
+        sum reads (``residual_norm``)."""
+        residual = x if residual is None else residual
         context = self._attention(x, mask, training)
-        x = residual_norm(
-            self.attention_layer_norm, self.hidden_dropout, x, self.attention_output, context, training
+        x, residual = residual_norm(
+            self.attention_layer_norm, self.hidden_dropout, residual, self.attention_output, context, training
         )
         ff = activation(self.config, self.intermediate(x))  # [B, L, I]
-        return residual_norm(self.output_layer_norm, self.hidden_dropout, x, self.output_dense, ff, training)
+        return residual_norm(
+            self.output_layer_norm, self.hidden_dropout, residual, self.output_dense, ff, training
+        )
 
     def named_variables(self, prefix: str) -> list:
         return [

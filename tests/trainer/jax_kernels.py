@@ -42,8 +42,9 @@ def _loss_fn(layers):
     import jax.numpy as jnp
 
     def loss(trainable, non_trainable, x, mask):
+        residual = None
         for layer, tv, ntv in zip(layers, trainable, non_trainable, strict=True):
-            x, _ = layer.stateless_call(tv, ntv, x, mask, training=True)
+            (x, residual), _ = layer.stateless_call(tv, ntv, x, mask, training=True, residual=residual)
         return jnp.sum(x.astype(jnp.float32))
 
     return loss
