@@ -189,7 +189,7 @@ def probe_attention(args) -> dict:
         non_trainable = [v.value for v in layer.non_trainable_variables]
 
         def loss(tv, ntv, x, mask, layer=layer):
-            y, _ = layer.stateless_call(tv, ntv, x, mask, training=True)
+            (y, _), _ = layer.stateless_call(tv, ntv, x, mask, training=True)
             return jax.numpy.sum(y.astype("float32"))
 
         try:
@@ -276,7 +276,7 @@ def check_cudnn_dropout(args) -> dict:
     @jax.jit
     def layer_loss(tv, ntv):
         def loss(tv):
-            y, _ = layer.stateless_call(tv, ntv, x, key_mask, training=True)
+            (y, _), _ = layer.stateless_call(tv, ntv, x, key_mask, training=True)
             return jnp.sum(y.astype(jnp.float32) * weights)
 
         return jax.value_and_grad(loss)(tv)[0]

@@ -179,8 +179,13 @@ def test_gpu_benchmark_keras_path_runs_without_tensorflow(tmp_path, repo_root):
     env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
     proc = subprocess.run(cmd, cwd=repo_root, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    (result,) = json.loads(out.read_text())["results"]
+    written = json.loads(out.read_text())
+    (result,) = written["results"]
     assert result["tensorflow_imported"] is False
+    # The attention probe compiled a layer's training step per choice: on CPU, XLA attention.
+    probe = written["attention_probe"]
+    for choice in ("auto_attention_dropout_0.1", "xla_attention_dropout_0.1", "auto_attention_dropout_0"):
+        assert probe[choice] == {"cudnn_custom_calls": [], "cudnn_fused_attention": False}, probe
     assert math.isfinite(result["loss"]) and result["loss"] > 0
     dims = ModelDims(hidden_size=128, num_hidden_layers=2, intermediate_size=512, vocab_size=64)
     assert result["model_flops_per_step"] == flops.train_step_flops(
