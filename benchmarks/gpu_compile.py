@@ -168,7 +168,7 @@ def kernels(text: str) -> list[dict]:
 
     Kernels are the fusions, copies, transposes and custom calls that ``_walk`` reaches (not the
     computations inside a fusion). Each: ``name``; ``group`` (the name without its numeric
-    suffix, or ``custom-call <target>``); ``shape`` (the output's, layouts dropped); ``bytes``
+    suffix, or ``custom-call <target>``, then a Pallas kernel's name); ``shape`` (the output's, layouts dropped); ``bytes``
     per run (the distinct operands + the outputs); ``runs`` per execution of the module;
     ``source`` (the ``op_name`` of its metadata: which layer and operation of the traced
     program it comes from, "" when absent).
@@ -180,6 +180,9 @@ def kernels(text: str) -> list[dict]:
         if op == "custom-call":
             target = re.search(r'custom_call_target="([^"]+)"', attrs)
             group = f"custom-call {target.group(1) if target else '?'}"
+            kernel = re.search(r'\bname = "([^"]+)"', attrs)  # a Pallas kernel's name
+            if kernel and "triton" in group:
+                group = f"{group} {kernel.group(1)}"
         else:
             group = re.sub(r"(\.\d+)+$", "", name)
         inputs = sum(shape_bytes(shapes.get(o, "")) for o in dict.fromkeys(operands))
@@ -250,8 +253,8 @@ def summarize(text: str) -> dict:
         chosen = [g for g in groups if select(g["group"])]
         return {"kernels": sum(g["count"] for g in chosen), "gb": sum(g["bytes"] for g in chosen) / 1e9}
 
-    def is_gemm(group: str) -> bool:
-        return "gemm" in group or "cublas" in group
+    def is_gemm(group: str) -> bool:  # XLA's products, cuBLAS' and Pallas' (benchmarks.pallas_ffn)
+        return "gemm" in group or "cublas" in group or "matmul" in group
 
     return {
         "all": total(lambda g: True),
@@ -306,13 +309,13 @@ def compile_run(run: str, args) -> dict:
     try:  # Pallas' Triton lowering asks the device for its compute capability: none here
         from jax._src.pallas.triton import gpu_info, pallas_call_registration
 
-        from benchmarks import pallas_norm
+        from benchmarks import pallas_ffn, pallas_norm
 
         card = gpu_info.get_gpu_info_from_version(
             gpu_info.gpu_version_from_device_kind(devices[0].device_kind)
         )
         pallas_call_registration.gpu_info_lib.get_gpu_info = lambda: card
-        pallas_norm.interpret = False
+        pallas_norm.interpret = pallas_ffn.interpret = False
     except (ImportError, AttributeError, ValueError) as e:
         print(f"Pallas kernels cannot be lowered here ({e})", file=sys.stderr)
     spec = trainer_common.BenchSpec(

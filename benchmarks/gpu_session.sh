@@ -11,13 +11,16 @@
 # A dry run of the whole script on a CPU (tiny sizes; GPU_SESSION_TASK_FLAGS is appended to the
 # trainer.task flags, GPU_SESSION_DEADLINE_S replaces the 560 s deadline; GPU_SESSION_RUNS and
 # GPU_SESSION_MORE_RUNS replace the runs of steps 1 and 3 when not empty, and
-# GPU_SESSION_LARGE_BATCH_RUNS those repeated at batch 512, where empty means none):
+# GPU_SESSION_LARGE_BATCH_RUNS those repeated at batch 512, where empty means none;
+# GPU_SESSION_SWEEP_FLAGS is appended to the benchmarks.pallas_ffn flags):
 #   GPU_SESSION_TASK_FLAGS="--model_size tiny --batch_size 8 --train_steps 30 --log_every 10 \
-#     --checkpoint_every 30" OUT=/tmp/gs bash benchmarks/gpu_session.sh --size tiny --batch_size 8 \
+#     --checkpoint_every 30" GPU_SESSION_SWEEP_FLAGS="--rows 1024 --hidden 128 --intermediate 512 \
+#     --repeats 1" OUT=/tmp/gs bash benchmarks/gpu_session.sh --size tiny --batch_size 8 \
 #     --steps 4 --windows 2 --device cpu --peak_tflops 0.33 --no_torch_compile --profile_steps 2
 #
 # Writes $OUT/gpu_bench.json (+ .log), $OUT/hlo_after_optimizations.tar.gz (the optimised HLO of
-# step 1's JAX runs), $OUT/trainer_task.log and $OUT/gpu_bench_more.json (+ .log);
+# step 1's JAX runs), $OUT/trainer_task.log, $OUT/pallas_ffn_sweep.json (+ .log) and
+# $OUT/gpu_bench_more.json (+ .log);
 # made to end within about 9.5 minutes of its start (one device call of at most 600 s):
 #   1. the attention probe (cuDNN calls compiled, cuDNN dropout checked on the device), then our
 #      step (the trainer's defaults), our step with queries, keys and values from one joined
@@ -25,8 +28,10 @@
 #      sum (the form before that), and PyTorch with torch.compile on the masked positions, each
 #      profiled, with the optimised HLO of ours;
 #   2. 300 steps of trainer.task itself (fit, callbacks, checkpoint, evaluation, export);
-#   3. while the session's deadline allows: residual, dropout and LayerNorm in Pallas kernels
-#      (benchmarks.pallas_norm), Threefry dropout masks, LayerNorm statistics in one
+#   3. the Pallas feed-forward products' blocks timed against XLA's block (benchmarks.pallas_ffn,
+#      at most 100 s); then while the session's deadline allows: the feed-forward products with
+#      the GELU in their epilogues and residual, dropout and LayerNorm in Pallas kernels (each
+#      alone, and both), Threefry dropout masks, LayerNorm statistics in one
 #      pass, every matrix product on cuBLASLt, the tanh GELU (original BERT's), keras.ops.gelu in place of
 #      trainer.layers.activation, XLA attention, RngBitGenerator dropout masks, the stock PyTorch
 #      model, and our step at batch 512.
@@ -70,11 +75,20 @@ KERAS_BACKEND=jax timeout 200 python3 -m trainer.task --synthetic_data --vocab_s
     --checkpoint_every 300 --eval_steps 5 --model_dir /tmp/gpu_task ${GPU_SESSION_TASK_FLAGS:-} 2>&1 \
     | tee "$OUT/trainer_task.log" \
     || echo "trainer.task exited with $?"
+# The Pallas feed-forward products' blocks: each candidate timed against XLA's own block on
+# the card; the fastest whose gradients agree goes to the Pallas runs of step 3.
+KERAS_BACKEND=jax timeout 100 python3 -m benchmarks.pallas_ffn --time_budget_s 75 --out "$OUT/pallas_ffn_sweep.json" \
+    ${GPU_SESSION_SWEEP_FLAGS:-} 2>&1 | tee "$OUT/pallas_ffn_sweep.log" || echo "pallas_ffn exited with $?"
+best=$(sed -n 's/^PALLAS_FFN_BEST //p' "$OUT/pallas_ffn_sweep.log" | tail -1)
+if [ -n "$best" ]; then
+    echo "== PALLAS_FFN_BLOCKS=$best"
+    export PALLAS_FFN_BLOCKS=$best
+fi
 left=$((deadline - (SECONDS - start)))
 echo "== $((SECONDS - start)) s gone, $left s left for the optional runs"
 if [ "$left" -gt 80 ]; then
     KERAS_BACKEND=jax python3 -m benchmarks.gpu_bench --size base --batch_size 256 --no_attention_probe \
-        --runs "" --optional_runs "${GPU_SESSION_MORE_RUNS:-keras_jax_pallas_norm,keras_jax_threefry,keras_jax_welford,keras_jax_cublas,keras_jax_gelu_tanh,keras_jax_keras_gelu,keras_jax_xla,keras_jax_rbg,torch_full}" \
+        --runs "" --optional_runs "${GPU_SESSION_MORE_RUNS:-keras_jax_pallas_norm_ffn,keras_jax_pallas_ffn,keras_jax_pallas_norm,keras_jax_threefry,keras_jax_welford,keras_jax_cublas,keras_jax_gelu_tanh,keras_jax_keras_gelu,keras_jax_xla,keras_jax_rbg,torch_full}" \
         --large_batch_runs "${GPU_SESSION_LARGE_BATCH_RUNS-keras_jax}" --large_batch_size 512 \
         --time_budget_s "$left" --optional_run_estimate_s 70 --run_timeout_s 120 --profile_steps 5 \
         --out "$OUT/gpu_bench_more.json" "$@" 2>&1 | tee "$OUT/gpu_bench_more.log" || echo "gpu_bench exited with $?"

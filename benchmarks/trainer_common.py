@@ -207,7 +207,9 @@ def torch_train_step(
 # LayerNorm's row statistics in one pass (_welford_row_moments); "qkv_joined" computes queries,
 # keys and values as one [H, 3H] product, split (trainer.layers.project_qkv_joined: the JAX
 # trainer's form before trainer.kernels.project_qkv); "pallas_norm" computes each residual
-# sum, hash dropout and LayerNorm in Pallas kernels (benchmarks.pallas_norm).
+# sum, hash dropout and LayerNorm in Pallas kernels (benchmarks.pallas_norm); "pallas_ffn"
+# computes the feed-forward block's first product with the GELU in its epilogue, forward and
+# backward, as Pallas products (benchmarks.pallas_ffn).
 RUNS = {
     "keras_jax": ("keras_jax", {}),
     "keras_jax_xla": ("keras_jax", {"attention_impl": "xla"}),
@@ -225,6 +227,8 @@ RUNS = {
     "keras_jax_welford": ("keras_jax", {"welford": True}),
     "keras_jax_qkv_joined": ("keras_jax", {"qkv_joined": True}),
     "keras_jax_pallas_norm": ("keras_jax", {"pallas_norm": True}),
+    "keras_jax_pallas_ffn": ("keras_jax", {"pallas_ffn": True}),
+    "keras_jax_pallas_norm_ffn": ("keras_jax", {"pallas_norm": True, "pallas_ffn": True}),
     # Every matrix product on cuBLAS(Lt) rather than XLA's autotuned choice between it and
     # Triton: biases then go into the products' epilogues.
     "keras_jax_cublas": (
@@ -439,6 +443,11 @@ def _keras_setup(spec: BenchSpec, overrides: dict, *, probe: bool = True):
         from trainer import layers
 
         layers.residual_norm = pallas_norm.residual_norm
+    if overrides.get("pallas_ffn"):
+        from benchmarks import pallas_ffn
+        from trainer import layers
+
+        layers.feed_forward = pallas_ffn.feed_forward
     model = BertPretrainingModel(config, options)
     model.gradient_accumulation_steps = overrides.get("gradient_accumulation_steps", 1)
     # The trainer's optimizer: AdamW (no decay on LayerNorm and biases), global-norm clip 1.0;

@@ -241,6 +241,20 @@ def residual_norm(norm, dropout, residual, dense, inputs, training):
 default_residual_norm = residual_norm
 
 
+def feed_forward(layer, x, residual, training):
+    """The second sublayer of ``layer`` (a ``TransformerLayer``): ``x``'s GELU feed-forward
+    block, its dropout, the residual sum with ``residual`` and LayerNorm (``residual_norm``,
+    whose pair it returns). A module-level function, so that a benchmark can time a fused
+    kernel (``benchmarks.pallas_ffn``, which falls back to ``default_feed_forward``)."""
+    ff = activation(layer.config, layer.intermediate(x))  # [B, L, I]
+    return residual_norm(
+        layer.output_layer_norm, layer.hidden_dropout, residual, layer.output_dense, ff, training
+    )
+
+
+default_feed_forward = feed_forward
+
+
 class BertEmbeddings(keras.layers.Layer):
     """Word + learned position + token type embeddings, then LayerNorm and dropout."""
 
@@ -373,10 +387,7 @@ class TransformerLayer(keras.layers.Layer):
         x, residual = residual_norm(
             self.attention_layer_norm, self.hidden_dropout, residual, self.attention_output, context, training
         )
-        ff = activation(self.config, self.intermediate(x))  # [B, L, I]
-        return residual_norm(
-            self.output_layer_norm, self.hidden_dropout, residual, self.output_dense, ff, training
-        )
+        return feed_forward(self, x, residual, training)
 
     def named_variables(self, prefix: str) -> list:
         return [

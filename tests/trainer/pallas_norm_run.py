@@ -34,10 +34,11 @@ def build(policy: str):
     return layer, x.astype(keras.config.dtype_policy().compute_dtype), jnp.ones((batch, 1, 1, seq_len), bool)
 
 
-def run(setup, residual_norm, training):
-    """Output and gradients (each variable's, by path without the layer's name, then x's)."""
+def run(setup, residual_norm, training, feed_forward=layers.default_feed_forward):
+    """Output and gradients (each variable's, by path without the layer's name, then x's), with
+    ``residual_norm`` and ``feed_forward`` in the layer."""
     layer, x, mask = setup
-    layers.residual_norm = residual_norm
+    layers.residual_norm, layers.feed_forward = residual_norm, feed_forward
     trainable = [v.value for v in layer.trainable_variables]
     non_trainable = [v.value for v in layer.non_trainable_variables]
     weights = jnp.linspace(-1.0, 1.0, x.shape[-1])

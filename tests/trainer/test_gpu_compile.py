@@ -91,6 +91,33 @@ def test_rank_charges_each_kernel_its_operands_and_outputs():
     assert s["all"]["kernels"] == 9
 
 
+PALLAS_LIKE = """HloModule pallas_like
+
+ENTRY %main (x: bf16[32,8], w: bf16[8,16]) -> bf16[32,16] {
+  %x = bf16[32,8]{1,0} parameter(0)
+  %w = bf16[8,16]{1,0} parameter(1)
+  %pallas_call.7 = (bf16[32,16]{1,0}, bf16[32,16]{1,0}) custom-call(%x, %w), custom_call_target="__gpu$xla.gpu.triton", metadata={op_name="jit(f)/matmul_gelu_forward/pallas_call"}, backend_config={debug = false, grid_x = 1 : i32, ir = "ML\\EFR\\00name", name = "matmul_gelu_forward", num_stages = 3 : i32, num_warps = 8 : i32}
+  %h = bf16[32,16]{1,0} get-tuple-element(%pallas_call.7), index=0
+  %pallas_call.8 = bf16[32,16]{1,0} custom-call(%h), custom_call_target="__gpu$xla.gpu.triton", backend_config={debug = false, ir = "", name = "residual_norm_forward", num_warps = 8 : i32}
+  ROOT %loop_add_fusion.1 = bf16[32,16]{1,0} fusion(%pallas_call.8), kind=kLoop, calls=%fused_add
+}
+"""
+
+
+def test_pallas_kernels_are_grouped_by_name_and_their_products_counted_as_products():
+    groups = {g["group"]: g for g in rank(PALLAS_LIKE)}
+    assert set(groups) == {
+        "custom-call __gpu$xla.gpu.triton matmul_gelu_forward",
+        "custom-call __gpu$xla.gpu.triton residual_norm_forward",
+        "loop_add_fusion",
+    }
+    # x (512 B) and w (256 B) in, h and gelu(h) (1,024 B each) out.
+    assert groups["custom-call __gpu$xla.gpu.triton matmul_gelu_forward"]["bytes"] == 512 + 256 + 2048
+    s = summarize(PALLAS_LIKE)
+    assert s["matrix_products"] == {"kernels": 1, "gb": 2816 / 1e9}
+    assert s["other"] == {"kernels": 2, "gb": 2 * 2048 / 1e9}
+
+
 def test_kernels_are_listed_in_program_order_with_their_runs(capsys, tmp_path):
     found = kernels(GPU_LIKE)
     assert [(k["name"], k["runs"], k["bytes"]) for k in found] == [
@@ -266,6 +293,72 @@ def test_the_benchmarks_pallas_norm_computes_the_trainers_residual_dropout_and_l
         for name in biases:
             against = run["bias_errors_against_float32"][name]
             assert against["pallas"] < min(0.01, against["trainer"]), against
+
+
+def test_the_benchmarks_pallas_ffn_computes_the_trainers_feed_forward_block():
+    # keras_jax_pallas_ffn and keras_jax_pallas_norm_ffn must time what the trainer computes:
+    # the Pallas products (interpreted on CPU) in a mixed_bfloat16 TransformerLayer, against
+    # the float32 layer on the same weights and inputs, as close as the trainer's own path.
+    from tests.trainer.scripts import run_module
+
+    result = run_module("tests.trainer.pallas_ffn_run", backend="jax", env={"JAX_PLATFORMS": "cpu"})
+    assert result["refusal"] == (
+        "gelu_product: x of shape (96, 128) and w1 of shape (128, 512) do not split into blocks of "
+        "128 rows, 128 columns and 64 of the contraction"
+    )
+    for training in (True, False):
+        trainer = result[f"trainer training={training}"]
+        # The same roundings; only the products' summation order differs: a few outputs of
+        # 16,384 move by one bf16 step.
+        assert result[f"pallas_ffn training={training}"]["outputs_differing"] <= 0.01 * result["outputs"]
+        for name in ("pallas_ffn", "pallas_norm_ffn"):
+            fused = result[f"{name} training={training}"]
+            assert fused["output_error"] <= 1.05 * trainer["output_error"], (name, fused, trainer)
+            errors, reference = fused["gradient_errors"], trainer["gradient_errors"]
+            assert len(errors) == 17, errors
+            # key/bias: its exact gradient is zero (softmax ignores a shift shared by every key)
+            checked = set(errors) - {"key/bias"}
+            for g in checked:
+                assert errors[g] <= 1.1 * reference[g] + 1e-4, (name, training, g, errors[g], reference[g])
+            # The bias gradient summed in float32 from the kernel's partial sums: closer than the
+            # trainer's bf16 sum, which shows the kernel ran.
+            assert errors["intermediate/bias"] < 0.5 * reference["intermediate/bias"], (name, errors)
+
+
+def test_the_pallas_ffn_sweep_times_each_block_choice_and_names_the_fastest(tmp_path):
+    # What a GPU session runs before the Pallas runs (benchmarks/gpu_session.sh), on CPU in
+    # interpret mode at a tiny size: XLA's block and each candidate, the ones that do not fit
+    # the shapes recorded as errors, and the fastest good one on the PALLAS_FFN_BEST line.
+    from tests.trainer.scripts import REPO
+
+    out = tmp_path / "sweep.json"
+    cmd = [
+        sys.executable, "-m", "benchmarks.pallas_ffn", "--rows", "128", "--hidden", "128",
+        "--intermediate", "512", "--repeats", "1", "--out", str(out),
+        "--candidates", "[[64, 128, 32, 4, 3], [96, 128, 64, 8, 3]]",
+    ]  # fmt: skip
+    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.splitlines()[-1] == "PALLAS_FFN_BEST 64,128,32,4,3"
+    results = json.loads(out.read_text())["results"]
+    assert [r["name"] for r in results] == ["xla", "pallas (64, 128, 32, 4, 3)", "pallas (96, 128, 64, 8, 3)"]
+    xla, good, refused = results
+    assert "largest_gradient_relative_difference" not in xla and xla["ms"] > 0
+    # bf16 products summed in another order: within a few bf16 steps of XLA's gradients
+    assert 0 < good["largest_gradient_relative_difference"] < 0.05 and good["ms"] > 0
+    assert abs(good["loss"] - xla["loss"]) < 0.05 * abs(xla["loss"])
+    assert "do not split into blocks of 96 rows" in refused["error"]
+    # a budget spent starts no candidate: XLA's block alone, and no blocks to pass on
+    proc = subprocess.run([*cmd, "--time_budget_s", "0"], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=600)  # fmt: skip
+    assert proc.returncode == 0 and proc.stdout.splitlines()[-1] == "PALLAS_FFN_BEST ", proc.stderr[-3000:]
+    assert [r["name"] for r in json.loads(out.read_text())["results"]] == ["xla"]
+    # the blocks a session passes on are read and checked when the module is imported
+    env["PALLAS_FFN_BLOCKS"] = "128,128,64,8"
+    proc = subprocess.run([sys.executable, "-c", "import benchmarks.pallas_ffn"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert "PALLAS_FFN_BLOCKS='128,128,64,8': want block_m,block_n,block_k,warps,stages" in proc.stderr
 
 
 def test_bad_input_is_refused_by_name(tmp_path, capsys):

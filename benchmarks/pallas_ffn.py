@@ -1,0 +1,396 @@
+"""The feed-forward block's first product with the GELU in its epilogue, forward and backward,
+as Pallas (Triton) matrix products, for the benchmark runs ``keras_jax_pallas_ffn`` and
+``keras_jax_pallas_norm_ffn`` (``benchmarks.trainer_common``): not in the trainer.
+
+XLA takes neither GELU pass into a matrix product's epilogue (docs/benchmarks_trainer.md).
+Compiled for an H100 at BERT-base, batch 256, each layer's GELU costs a kernel of its own
+forward (it reads ``h = x W1 + b1`` and writes ``gelu(h)``: 403 MB) and backward (it reads
+``h`` and ``da = dz W2^T``, the output product's input gradient, and writes ``dh``: 604 MB).
+Here the forward product writes ``h`` and ``gelu(h)`` from its accumulator, and the backward
+product ``dz W2^T`` multiplies by ``gelu'(h)`` before it writes ``dh``, with each block's partial
+sums of the bias gradient: ``da`` is never written. The other four products of the block
+(``gelu(h) W2`` forward; ``W2``'s, ``W1``'s and ``x``'s gradients) stay XLA's.
+
+It computes what the trainer's path (``trainer.layers.activation`` between two ``Dense``)
+computes, rounding for rounding: each product rounded to the activations' dtype, the bias added
+in that dtype, the exact (erf) GELU and its derivative in float32 from the rounded ``h``, rounded
+once. The products' summation order differs, and the bias gradient is summed in float32 from
+per-block partial sums. Pallas' Triton lowering has no ``erf``: ``_erf`` is a rational
+approximation of float32 ``erf`` (within 1e-6 of it). On CPU the kernels run in Pallas'
+interpret mode (for tests).
+
+Shape key: R rows (batch * sequence length), H hidden size, I intermediate size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import sys
+import time
+
+import keras
+import numpy as np
+from keras import ops
+
+
+def _blocks(text: str | None) -> tuple:
+    """The blocks that ``PALLAS_FFN_BLOCKS`` names (five comma-separated positive integers), or
+    the first choice when it is unset or empty."""
+    if not text:
+        return (128, 128, 64, 8, 3)
+    try:
+        blocks = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        blocks = ()
+    if len(blocks) != 5 or min(blocks) < 1:
+        raise ValueError(
+            f"PALLAS_FFN_BLOCKS={text!r}: want block_m,block_n,block_k,warps,stages (five positive integers)"
+        )
+    return blocks
+
+
+# Blocks of the products' output (rows, columns), of the contraction, warps and pipeline stages
+# per program. Forward and backward both run [R / BLOCK_M, I / BLOCK_N] programs. The default
+# is Triton's usual first choice for bf16 on Hopper, not tuned on a GPU: this module's ``main``
+# times others and prints the fastest, which a session passes to the runs in
+# ``PALLAS_FFN_BLOCKS`` (benchmarks/gpu_session.sh). Compiled for an H100, this one and those
+# of ``CANDIDATES`` use Hopper's warp-group products without spilling registers.
+BLOCKS = _blocks(os.environ.get("PALLAS_FFN_BLOCKS"))
+# None: interpret the kernels unless JAX runs on a GPU. benchmarks.gpu_compile sets False: it
+# lowers for a GPU from a CPU process.
+interpret: bool | None = None
+
+# A rational approximation of erf on [-4, 4] (odd numerator, even denominator in x^2), clamped
+# outside, where float32 erf is +-1 to within 2e-8: the form XLA uses for float32 erf.
+_ERF_NUMERATOR = (
+    -2.72614225801306e-10, 2.77068142495902e-08, -2.10102402082508e-06, -5.69250639462346e-05,
+    -7.34990630326855e-04, -2.95459980854025e-03, -1.60960333262415e-02,
+)  # fmt: skip
+_ERF_DENOMINATOR = (
+    -1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03, -7.37332916720468e-03,
+    -1.42647390514189e-02,
+)  # fmt: skip
+_SQRT_HALF = np.float32(0.5**0.5)
+_INV_SQRT_2PI = np.float32((2 * np.pi) ** -0.5)
+
+
+def _erf(x):
+    """float32 ``erf(x)``, elementwise, from products, sums and one division."""
+    import jax.numpy as jnp
+
+    x = jnp.clip(x, -4.0, 4.0)
+    x2 = x * x
+    p = jnp.full_like(x, _ERF_NUMERATOR[0])
+    for c in _ERF_NUMERATOR[1:]:
+        p = p * x2 + np.float32(c)
+    q = jnp.full_like(x, _ERF_DENOMINATOR[0])
+    for c in _ERF_DENOMINATOR[1:]:
+        q = q * x2 + np.float32(c)
+    return x * p / q
+
+
+def _gelu(h):
+    return 0.5 * h * (1.0 + _erf(h * _SQRT_HALF))
+
+
+def _gelu_derivative(h):
+    import jax.numpy as jnp
+
+    return 0.5 * (1.0 + _erf(h * _SQRT_HALF)) + h * _INV_SQRT_2PI * jnp.exp(-0.5 * h * h)
+
+
+def _fits(rows: int, hidden: int, intermediate: int, blocks=BLOCKS) -> bool:
+    block_m, block_n, block_k = blocks[:3]
+    return rows % block_m == 0 and intermediate % block_n == 0 and hidden % block_k == 0
+
+
+@functools.cache
+def _forward_call(rows: int, hidden: int, intermediate: int, dtype: str, blocks: tuple, interpret: bool):
+    """``(h, gelu(h))`` of ``x`` [R, H], ``w`` [H, I] and ``b`` [1, I]: ``h = round(round(x w) + b)``."""
+    import jax
+    import jax.numpy as jnp
+    from jax.experimental import pallas as pl
+    from jax.experimental.pallas import triton as plt
+
+    block_m, block_n, block_k, warps, stages = blocks
+    act = jnp.dtype(dtype)
+
+    def kernel(x_ref, w_ref, b_ref, h_ref, a_ref):
+        def step(k, acc):
+            x = x_ref[:, pl.ds(k * block_k, block_k)]
+            w = w_ref[pl.ds(k * block_k, block_k), :]
+            return acc + plt.dot(x, w)
+
+        acc = jax.lax.fori_loop(0, hidden // block_k, step, jnp.zeros((block_m, block_n), jnp.float32))
+        h = (acc.astype(act).astype(jnp.float32) + b_ref[...].astype(jnp.float32)).astype(act)
+        h_ref[...] = h
+        a_ref[...] = _gelu(h.astype(jnp.float32)).astype(act)
+
+    out = pl.BlockSpec((block_m, block_n), lambda i, j: (i, j))
+    array = jax.ShapeDtypeStruct((rows, intermediate), act)
+    return pl.pallas_call(
+        kernel,
+        out_shape=(array, array),
+        grid=(rows // block_m, intermediate // block_n),
+        in_specs=[
+            pl.BlockSpec((block_m, hidden), lambda i, j: (i, 0)),
+            pl.BlockSpec((hidden, block_n), lambda i, j: (0, j)),
+            pl.BlockSpec((1, block_n), lambda i, j: (0, j)),
+        ],
+        out_specs=(out, out),
+        compiler_params=plt.CompilerParams(num_warps=warps, num_stages=stages),
+        interpret=interpret,
+        name="matmul_gelu_forward",
+    )
+
+
+@functools.cache
+def _backward_call(rows: int, hidden: int, intermediate: int, dtype: str, blocks: tuple, interpret: bool):
+    """``dh = round(round(dz w2^T) * gelu'(h))`` of ``dz`` [R, H], ``w2`` [I, H] and ``h`` [R, I],
+    and per block of rows the float32 sums of ``dh``'s columns, [R / BLOCK_M, I]."""
+    import jax
+    import jax.numpy as jnp
+    from jax.experimental import pallas as pl
+    from jax.experimental.pallas import triton as plt
+
+    block_m, block_n, block_k, warps, stages = blocks
+    act = jnp.dtype(dtype)
+
+    def kernel(dz_ref, w_ref, h_ref, dh_ref, db_ref):
+        def step(k, acc):
+            dz = dz_ref[:, pl.ds(k * block_k, block_k)]
+            w = w_ref[:, pl.ds(k * block_k, block_k)]
+            return acc + plt.dot(dz, w, trans_b=True)
+
+        acc = jax.lax.fori_loop(0, hidden // block_k, step, jnp.zeros((block_m, block_n), jnp.float32))
+        da = acc.astype(act).astype(jnp.float32)
+        dh = (da * _gelu_derivative(h_ref[...].astype(jnp.float32))).astype(act)
+        dh_ref[...] = dh
+        db_ref[...] = jnp.sum(dh.astype(jnp.float32), axis=0, keepdims=True)
+
+    block = pl.BlockSpec((block_m, block_n), lambda i, j: (i, j))
+    return pl.pallas_call(
+        kernel,
+        out_shape=(
+            jax.ShapeDtypeStruct((rows, intermediate), act),
+            jax.ShapeDtypeStruct((rows // block_m, intermediate), jnp.float32),
+        ),
+        grid=(rows // block_m, intermediate // block_n),
+        in_specs=[
+            pl.BlockSpec((block_m, hidden), lambda i, j: (i, 0)),
+            pl.BlockSpec((block_n, hidden), lambda i, j: (j, 0)),
+            block,
+        ],
+        out_specs=(block, pl.BlockSpec((1, block_n), lambda i, j: (i, j))),
+        compiler_params=plt.CompilerParams(num_warps=warps, num_stages=stages),
+        interpret=interpret,
+        name="matmul_gelu_backward",
+    )
+
+
+@functools.cache
+def _fused_function(blocks: tuple, interpret: bool):
+    import jax
+    import jax.numpy as jnp
+
+    def run(x, w1, b1):
+        rows, hidden = x.shape
+        call = _forward_call(rows, hidden, w1.shape[1], x.dtype.name, blocks, interpret)
+        return call(x, w1, b1.reshape(1, -1))
+
+    @jax.custom_vjp
+    def fused(x, w1, b1, w2):
+        return jnp.matmul(run(x, w1, b1)[1], w2)
+
+    def forward(x, w1, b1, w2):
+        h, a = run(x, w1, b1)
+        return jnp.matmul(a, w2), (x, w1, b1, w2, h, a)
+
+    def backward(saved, dz):
+        x, w1, b1, w2, h, a = saved
+        rows, hidden = x.shape
+        call = _backward_call(rows, hidden, w1.shape[1], x.dtype.name, blocks, interpret)
+        dh, db = call(dz.astype(x.dtype), w2, h)
+        return (
+            jnp.matmul(dh, w1.T), jnp.matmul(x.T, dh), jnp.sum(db, axis=0).astype(b1.dtype),
+            jnp.matmul(a.T, dz.astype(a.dtype)),
+        )  # fmt: skip
+
+    fused.defvjp(forward, backward)
+    return fused
+
+
+def gelu_product(x, w1, b1, w2, *, blocks: tuple = BLOCKS):
+    """``gelu(x @ w1 + b1) @ w2`` (exact GELU) of 16-bit ``x`` [R, H], ``w1`` [H, I], ``b1`` [I]
+    and ``w2`` [I, H], all in one dtype (JAX only; reverse-mode differentiation only)."""
+    import jax
+
+    rows, hidden = x.shape
+    if not _fits(rows, hidden, w1.shape[1], blocks):
+        raise ValueError(
+            f"gelu_product: x of shape {tuple(x.shape)} and w1 of shape {tuple(w1.shape)} do not split "
+            f"into blocks of {blocks[0]} rows, {blocks[1]} columns and {blocks[2]} of the contraction"
+        )
+    interpreted = jax.default_backend() != "gpu" if interpret is None else interpret
+    return _fused_function(tuple(blocks), interpreted)(x, w1, b1, w2)
+
+
+class _Product:
+    """What ``trainer.layers.residual_norm`` reads of the output ``Dense``, for a product already
+    made: calling it adds the bias, as the ``Dense`` would; ``benchmarks.pallas_norm`` takes
+    ``product`` and ``bias`` apart."""
+
+    def __init__(self, product, dense):
+        self.product, self.bias = product, dense.bias
+
+    def __call__(self, inputs):
+        return self.product + ops.cast(self.bias, self.product.dtype)
+
+
+def feed_forward(layer, x, residual, training):
+    """``trainer.layers.feed_forward`` with ``gelu_product`` where it applies (JAX arrays, 16-bit
+    activations, the exact GELU, shapes that split into whole blocks); elsewhere, symbolic
+    builds included, the trainer's own."""
+    from trainer import layers
+
+    dtype = keras.backend.standardize_dtype(x.dtype)
+    config = layer.config
+    fits = not isinstance(x, keras.KerasTensor) and _fits(
+        x.shape[0] * x.shape[1], config.hidden_size, config.intermediate_size
+    )
+    usable = keras.backend.backend() == "jax" and dtype in ("bfloat16", "float16")
+    if not (usable and fits and config.hidden_act == "gelu"):
+        return layers.default_feed_forward(layer, x, residual, training)
+    batch, seq_len, hidden = x.shape
+    product = gelu_product(
+        ops.reshape(x, (batch * seq_len, hidden)), ops.cast(layer.intermediate.kernel, dtype),
+        ops.cast(layer.intermediate.bias, dtype), ops.cast(layer.output_dense.kernel, dtype),
+    )  # fmt: skip
+    return layers.residual_norm(
+        layer.output_layer_norm, layer.hidden_dropout, residual,
+        _Product(ops.reshape(product, (batch, seq_len, hidden)), layer.output_dense), None, training,
+    )  # fmt: skip
+
+
+def _xla_block(x, w1, b1, w2):
+    """The trainer's computation of the same block in plain JAX, for ``--sweep``."""
+    import jax.numpy as jnp
+
+    from trainer import layers
+
+    config = type("Config", (), {"hidden_act": "gelu"})
+    return jnp.matmul(layers.activation(config, jnp.matmul(x, w1) + b1), w2)
+
+
+def sweep(rows: int, hidden: int, intermediate: int, candidates: list[tuple], repeats: int,
+          time_budget_s: float | None = None):  # fmt: skip
+    """Yields the milliseconds of one forward and backward pass of the block (the sum of its
+    output times a fixed array, so that every gradient is formed), XLA's first, then
+    ``gelu_product``'s with each of ``candidates`` (blocks as ``BLOCKS``) while
+    ``time_budget_s`` allows, on JAX's default device; each with its gradients' largest
+    difference from XLA's, relative to each gradient's largest value."""
+    import jax
+    import jax.numpy as jnp
+
+    began = time.perf_counter()
+    keys = jax.random.split(jax.random.key(0), 5)
+    dtype = jnp.bfloat16
+    x = jax.random.normal(keys[0], (rows, hidden), dtype)
+    w1 = (jax.random.normal(keys[1], (hidden, intermediate)) * 0.02).astype(dtype)
+    b1 = (jax.random.normal(keys[2], (intermediate,)) * 0.02).astype(dtype)
+    w2 = (jax.random.normal(keys[3], (intermediate, hidden)) * 0.02).astype(dtype)
+    dz = jax.random.normal(keys[4], (rows, hidden), dtype)
+    reference = None
+
+    def timed(name, block):
+        grad = jax.jit(
+            jax.value_and_grad(lambda *a: jnp.sum((block(*a) * dz).astype(jnp.float32)), (0, 1, 2, 3))
+        )
+        try:
+            out = grad(x, w1, b1, w2)
+            jax.block_until_ready(out)
+            start = time.perf_counter()
+            for _ in range(repeats):
+                out = grad(x, w1, b1, w2)
+            jax.block_until_ready(out)
+        except Exception as e:  # a candidate the compiler refuses (shared memory, registers)
+            return {"name": name, "error": f"{type(e).__name__}: {str(e)[:200]}"}, None
+        ms = (time.perf_counter() - start) / repeats * 1e3
+        result = {"name": name, "ms": round(ms, 4), "loss": float(out[0])}
+        if reference is not None:
+            result["largest_gradient_relative_difference"] = max(
+                float(
+                    jnp.abs(g.astype(jnp.float32) - w.astype(jnp.float32)).max()
+                    / jnp.abs(w.astype(jnp.float32)).max()
+                )
+                for g, w in zip(out[1], reference, strict=True)
+            )
+        return result, out[1]
+
+    result, reference = timed("xla", _xla_block)
+    yield result
+    for blocks in candidates:
+        if time_budget_s is not None and time.perf_counter() - began > time_budget_s:
+            return
+        name = f"pallas {tuple(blocks)}"
+        yield {
+            **timed(name, functools.partial(gelu_product, blocks=tuple(blocks)))[0],
+            "blocks": list(blocks),
+        }
+
+
+CANDIDATES = [
+    (128, 128, 64, 8, 3), (128, 128, 64, 8, 4), (128, 128, 32, 8, 4), (128, 128, 128, 8, 2),
+    (128, 256, 64, 16, 3), (256, 128, 64, 16, 3), (128, 64, 64, 8, 3), (64, 64, 64, 4, 3),
+]  # fmt: skip
+
+
+def best(results: list[dict], tolerance: float = 0.05) -> dict | None:
+    """The fastest Pallas result of ``sweep`` whose gradients are within ``tolerance`` (relative
+    to each gradient's largest value) of XLA's, or None."""
+    good = [
+        r for r in results
+        if r["name"].startswith("pallas") and "ms" in r
+        and r.get("largest_gradient_relative_difference", np.inf) <= tolerance
+    ]  # fmt: skip
+    return min(good, key=lambda r: r["ms"]) if good else None
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=256 * 128, help="batch * sequence length")
+    parser.add_argument("--hidden", type=int, default=768)
+    parser.add_argument("--intermediate", type=int, default=3072)
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--out", default=None, help="also write the results as JSON here")
+    parser.add_argument(
+        "--time_budget_s", type=float, default=None, help="start no candidate after this many seconds"
+    )
+    parser.add_argument(
+        "--candidates", default=None,
+        help="JSON list of [block_m, block_n, block_k, warps, stages]; default: CANDIDATES",
+    )  # fmt: skip
+    args = parser.parse_args(argv)
+    os.environ.setdefault("KERAS_BACKEND", "jax")
+    candidates = [tuple(c) for c in json.loads(args.candidates)] if args.candidates else CANDIDATES
+    results = []
+    for result in sweep(
+        args.rows, args.hidden, args.intermediate, candidates, args.repeats, args.time_budget_s
+    ):
+        results.append(result)
+        chosen = best(results)
+        print("PALLAS_FFN " + json.dumps(result), flush=True)
+        # after each result, the line a session reads into PALLAS_FFN_BLOCKS (the last one it
+        # finds: benchmarks/gpu_session.sh), so that a sweep cut short still names one
+        print("PALLAS_FFN_BEST " + (",".join(str(v) for v in chosen["blocks"]) if chosen else ""), flush=True)
+        if args.out:
+            with open(args.out, "w") as f:
+                json.dump({"rows": args.rows, "hidden": args.hidden, "intermediate": args.intermediate,
+                           "results": results, "best": chosen}, f, indent=1)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
