@@ -118,7 +118,9 @@ def refuse() -> dict:
     out["auto_forced_try"] = run("auto")
     out["auto_forced_try_log"] = list(records)
     records.clear()
-    out["resolve_forced_try"] = kernels.resolve(options, config=config, seq_len=16, dtype="bfloat16").attention
+    out["resolve_forced_try"] = kernels.resolve(
+        options, config=config, seq_len=16, dtype="bfloat16"
+    ).attention
     out["resolve_forced_try_log"] = list(records)
     # cudnn with float32 activations: refused, naming the flags.
     keras_policy_error = None
