@@ -12,12 +12,13 @@ sums of the bias gradient: ``da`` is never written. The other four products of t
 (``gelu(h) W2`` forward; ``W2``'s, ``W1``'s and ``x``'s gradients) stay XLA's.
 
 It computes what the trainer's path (``trainer.layers.activation`` between two ``Dense``)
-computes, rounding for rounding: each product rounded to the activations' dtype, the bias added
-in that dtype, the exact (erf) GELU and its derivative in float32 from the rounded ``h``, rounded
-once. The products' summation order differs, and the bias gradient is summed in float32 from
-per-block partial sums. Pallas' Triton lowering has no ``erf``: ``_erf`` is a rational
-approximation of float32 ``erf`` (within 1e-6 of it). On CPU the kernels run in Pallas'
-interpret mode (for tests).
+computes, with its roundings: each product rounded to the activations' dtype, the bias added in
+that dtype, the exact (erf) GELU and its derivative in float32 from the rounded ``h``, rounded
+once. Three differ: the products' summation order; ``dz W2^T`` multiplied by ``gelu'(h)`` from
+the float32 accumulator (the trainer's path rounds that product to bf16 first); and the bias
+gradient summed in float32 from per-block partial sums. Pallas' Triton lowering has no ``erf``: ``_erf`` is a rational
+approximation of float32 ``erf`` (within 5e-7 of ``jax.lax.erf``). On CPU the kernels run in
+Pallas' interpret mode (for tests).
 
 Shape key: R rows (batch * sequence length), H hidden size, I intermediate size.
 """
@@ -62,9 +63,13 @@ BLOCKS = _blocks(os.environ.get("PALLAS_FFN_BLOCKS"))
 # None: interpret the kernels unless JAX runs on a GPU. benchmarks.gpu_compile sets False: it
 # lowers for a GPU from a CPU process.
 interpret: bool | None = None
+# How many layers took the Pallas products when traced (``feed_forward``): a benchmark run
+# records it, so that a fallback (shapes the blocks do not split) does not pass for the kernels.
+taken = 0
 
 # A rational approximation of erf on [-4, 4] (odd numerator, even denominator in x^2), clamped
-# outside, where float32 erf is +-1 to within 2e-8: the form XLA uses for float32 erf.
+# outside, where float32 erf is +-1 to within 2e-8 (the form of an older XLA's float32 erf;
+# within 5e-7 of jax.lax.erf on [-6, 6]).
 _ERF_NUMERATOR = (
     -2.72614225801306e-10, 2.77068142495902e-08, -2.10102402082508e-06, -5.69250639462346e-05,
     -7.34990630326855e-04, -2.95459980854025e-03, -1.60960333262415e-02,
@@ -149,7 +154,7 @@ def _forward_call(rows: int, hidden: int, intermediate: int, dtype: str, blocks:
 
 @functools.cache
 def _backward_call(rows: int, hidden: int, intermediate: int, dtype: str, blocks: tuple, interpret: bool):
-    """``dh = round(round(dz w2^T) * gelu'(h))`` of ``dz`` [R, H], ``w2`` [I, H] and ``h`` [R, I],
+    """``dh = round((dz w2^T) * gelu'(h))`` of ``dz`` [R, H], ``w2`` [I, H] and ``h`` [R, I],
     and per block of rows the float32 sums of ``dh``'s columns, [R / BLOCK_M, I]."""
     import jax
     import jax.numpy as jnp
@@ -166,8 +171,7 @@ def _backward_call(rows: int, hidden: int, intermediate: int, dtype: str, blocks
             return acc + plt.dot(dz, w, trans_b=True)
 
         acc = jax.lax.fori_loop(0, hidden // block_k, step, jnp.zeros((block_m, block_n), jnp.float32))
-        da = acc.astype(act).astype(jnp.float32)
-        dh = (da * _gelu_derivative(h_ref[...].astype(jnp.float32))).astype(act)
+        dh = (acc * _gelu_derivative(h_ref[...].astype(jnp.float32))).astype(act)
         dh_ref[...] = dh
         db_ref[...] = jnp.sum(dh.astype(jnp.float32), axis=0, keepdims=True)
 
@@ -264,6 +268,8 @@ def feed_forward(layer, x, residual, training):
     usable = keras.backend.backend() == "jax" and dtype in ("bfloat16", "float16")
     if not (usable and fits and config.hidden_act == "gelu"):
         return layers.default_feed_forward(layer, x, residual, training)
+    global taken
+    taken += 1
     batch, seq_len, hidden = x.shape
     product = gelu_product(
         ops.reshape(x, (batch * seq_len, hidden)), ops.cast(layer.intermediate.kernel, dtype),
@@ -290,8 +296,9 @@ def sweep(rows: int, hidden: int, intermediate: int, candidates: list[tuple], re
     """Yields the milliseconds of one forward and backward pass of the block (the sum of its
     output times a fixed array, so that every gradient is formed), XLA's first, then
     ``gelu_product``'s with each of ``candidates`` (blocks as ``BLOCKS``) while
-    ``time_budget_s`` allows, on JAX's default device; each with its gradients' largest
-    difference from XLA's, relative to each gradient's largest value."""
+    ``time_budget_s`` allows, on JAX's default device. Each with its gradients' errors
+    (``gradient_errors``: of x, w1, b1 and w2, each the largest difference from the same
+    block's gradient in float32 on the same inputs, relative to that gradient's largest value)."""
     import jax
     import jax.numpy as jnp
 
@@ -303,12 +310,17 @@ def sweep(rows: int, hidden: int, intermediate: int, candidates: list[tuple], re
     b1 = (jax.random.normal(keys[2], (intermediate,)) * 0.02).astype(dtype)
     w2 = (jax.random.normal(keys[3], (intermediate, hidden)) * 0.02).astype(dtype)
     dz = jax.random.normal(keys[4], (rows, hidden), dtype)
-    reference = None
+
+    def gradient(block, *arrays):
+        loss = lambda *a: jnp.sum(block(*a).astype(jnp.float32) * dz.astype(jnp.float32))  # noqa: E731
+        return jax.jit(jax.value_and_grad(loss, (0, 1, 2, 3)))
+
+    with jax.default_matmul_precision("float32"):  # no TF32 for the reference
+        exact = gradient(_xla_block)(*(a.astype(jnp.float32) for a in (x, w1, b1, w2)))[1]
+    exact = [np.asarray(g, np.float64) for g in exact]
 
     def timed(name, block):
-        grad = jax.jit(
-            jax.value_and_grad(lambda *a: jnp.sum((block(*a) * dz).astype(jnp.float32)), (0, 1, 2, 3))
-        )
+        grad = gradient(block)
         try:
             out = grad(x, w1, b1, w2)
             jax.block_until_ready(out)
@@ -317,29 +329,20 @@ def sweep(rows: int, hidden: int, intermediate: int, candidates: list[tuple], re
                 out = grad(x, w1, b1, w2)
             jax.block_until_ready(out)
         except Exception as e:  # a candidate the compiler refuses (shared memory, registers)
-            return {"name": name, "error": f"{type(e).__name__}: {str(e)[:200]}"}, None
+            return {"name": name, "error": f"{type(e).__name__}: {str(e)[:200]}"}
         ms = (time.perf_counter() - start) / repeats * 1e3
-        result = {"name": name, "ms": round(ms, 4), "loss": float(out[0])}
-        if reference is not None:
-            result["largest_gradient_relative_difference"] = max(
-                float(
-                    jnp.abs(g.astype(jnp.float32) - w.astype(jnp.float32)).max()
-                    / jnp.abs(w.astype(jnp.float32)).max()
-                )
-                for g, w in zip(out[1], reference, strict=True)
-            )
-        return result, out[1]
+        errors = [
+            float(np.abs(np.asarray(g, np.float64) - e).max() / max(np.abs(e).max(), 1e-30))
+            for g, e in zip(out[1], exact, strict=True)
+        ]
+        return {"name": name, "ms": round(ms, 4), "loss": float(out[0]), "gradient_errors": errors}
 
-    result, reference = timed("xla", _xla_block)
-    yield result
+    yield timed("xla", _xla_block)
     for blocks in candidates:
         if time_budget_s is not None and time.perf_counter() - began > time_budget_s:
             return
         name = f"pallas {tuple(blocks)}"
-        yield {
-            **timed(name, functools.partial(gelu_product, blocks=tuple(blocks)))[0],
-            "blocks": list(blocks),
-        }
+        yield {**timed(name, functools.partial(gelu_product, blocks=tuple(blocks))), "blocks": list(blocks)}
 
 
 CANDIDATES = [
@@ -348,13 +351,18 @@ CANDIDATES = [
 ]  # fmt: skip
 
 
-def best(results: list[dict], tolerance: float = 0.05) -> dict | None:
-    """The fastest Pallas result of ``sweep`` whose gradients are within ``tolerance`` (relative
-    to each gradient's largest value) of XLA's, or None."""
+def best(results: list[dict], margin: float = 2.0, floor: float = 1e-3) -> dict | None:
+    """The fastest Pallas result of ``sweep`` whose every gradient error is within ``margin``
+    times XLA's (plus ``floor``), or None: bf16-sized, where a wrong kernel is off by percents.
+    Not 1.1: XLA on a CPU keeps some bf16 intermediates of the jitted block in float32 (it widens
+    the operands of bf16 products there), which the kernels round as the trainer's path does."""
+    xla = next((r for r in results if r["name"] == "xla" and "gradient_errors" in r), None)
+    if xla is None:
+        return None
     good = [
         r for r in results
         if r["name"].startswith("pallas") and "ms" in r
-        and r.get("largest_gradient_relative_difference", np.inf) <= tolerance
+        and all(e <= margin * x + floor for e, x in zip(r["gradient_errors"], xla["gradient_errors"], strict=True))
     ]  # fmt: skip
     return min(good, key=lambda r: r["ms"]) if good else None
 
@@ -374,7 +382,8 @@ def main(argv: list[str] | None = None) -> None:
         help="JSON list of [block_m, block_n, block_k, warps, stages]; default: CANDIDATES",
     )  # fmt: skip
     args = parser.parse_args(argv)
-    os.environ.setdefault("KERAS_BACKEND", "jax")
+    if keras.backend.backend() != "jax":
+        parser.error(f"Keras runs on {keras.backend.backend()}: set KERAS_BACKEND=jax")
     candidates = [tuple(c) for c in json.loads(args.candidates)] if args.candidates else CANDIDATES
     results = []
     for result in sweep(

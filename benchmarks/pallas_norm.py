@@ -40,6 +40,9 @@ BACKWARD_BLOCK_ROWS, BACKWARD_WARPS = 32, 16
 # None: interpret the kernel unless JAX runs on a GPU. benchmarks.gpu_compile sets False: it
 # lowers for a GPU from a CPU process.
 interpret: bool | None = None
+# How many sublayers took the fused kernels when traced (``residual_norm``): a benchmark run
+# records it, so that a fallback does not pass for the kernels.
+taken = 0
 
 
 def _dropped(values, keys_ref, block: int, seq_len: int, width: int, rate: float):
@@ -257,6 +260,8 @@ def residual_norm(norm, dropout, residual, dense, inputs, training):
         return layers.default_residual_norm(norm, dropout, residual, dense, inputs, training)
     import jax.numpy as jnp
 
+    global taken
+    taken += 1
     product = getattr(dense, "product", None)  # made already (benchmarks.pallas_ffn)
     if product is None:
         product = ops.matmul(ops.cast(inputs, dtype), ops.cast(dense.kernel, dtype))

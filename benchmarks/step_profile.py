@@ -33,7 +33,10 @@ KINDS = (
     ("matmul", re.compile(r"gemm|cutlass|cublas|xmma|nvjet|matmul|\bdot|\b(add|b)?mm\b", re.I)),
     ("copy", re.compile(r"memcpy|memset|copy|transpose", re.I)),
     ("triton", re.compile(r"triton", re.I)),
-    ("fusion/elementwise", re.compile(r"fusion|loop_|input_|reduce|elementwise|vectorized|kernel", re.I)),
+    (
+        "fusion/elementwise",
+        re.compile(r"fusion|loop_|input_|reduce|elementwise|vectorized|kernel|residual_norm", re.I),
+    ),
 )
 DEVICE_CATEGORIES = ("kernel", "gpu_memcpy", "gpu_memset")
 _DEVICE_PROCESS = re.compile(r"/device:(GPU|TPU)", re.I)

@@ -538,6 +538,14 @@ def run_keras_jax(spec: BenchSpec, overrides: dict) -> dict:
     if stats:
         extra["peak_memory_gib"] = stats.get("peak_bytes_in_use", 0) / 2**30
     extra.update(_compiled_sizes(compiled))
+    if overrides.get("pallas_ffn"):  # the blocks used, and how many layers took the kernels
+        from benchmarks import pallas_ffn
+
+        extra["pallas_ffn"] = {"blocks": list(pallas_ffn.BLOCKS), "layers_traced": pallas_ffn.taken}
+    if overrides.get("pallas_norm"):
+        from benchmarks import pallas_norm
+
+        extra["pallas_norm"] = {"sublayers_traced": pallas_norm.taken}
     return _finish(spec, config, timing, extra)
 
 
