@@ -168,8 +168,9 @@ def kernels(text: str) -> list[dict]:
 
     Kernels are the fusions, copies, transposes and custom calls that ``_walk`` reaches (not the
     computations inside a fusion). Each: ``name``; ``group`` (the name without its numeric
-    suffix, or ``custom-call <target>``, then a Pallas kernel's name); ``shape`` (the output's, layouts dropped); ``bytes``
-    per run (the distinct operands + the outputs); ``runs`` per execution of the module;
+    suffix, or ``custom-call <target>``, then a Pallas kernel's name); ``shape`` (the
+    output's, layouts dropped); ``bytes`` per run (the distinct operands + the outputs);
+    ``runs`` per execution of the module;
     ``source`` (the ``op_name`` of its metadata: which layer and operation of the traced
     program it comes from, "" when absent).
     """
