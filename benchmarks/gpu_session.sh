@@ -34,7 +34,8 @@
 #   2. 300 steps of trainer.task itself (fit, callbacks, checkpoint, evaluation, export);
 #   3. while the session's deadline allows: the Pallas feed-forward products alone, the Pallas
 #      LayerNorm kernels alone, the position-embedding gradient as XLA's plain sum (the form
-#      before), Threefry dropout masks, LayerNorm statistics in one pass, every matrix product
+#      before), no attention-probability dropout (what cuDNN's dropout costs), Threefry dropout
+#      masks, LayerNorm statistics in one pass, every matrix product
 #      on cuBLASLt, the tanh GELU (original BERT's), keras.ops.gelu in place of
 #      trainer.layers.activation, XLA attention, RngBitGenerator dropout masks, the stock
 #      PyTorch model, and our step at batch 512.
@@ -54,7 +55,7 @@ fi
 start=$SECONDS
 deadline=${GPU_SESSION_DEADLINE_S:-560}
 runs=${GPU_SESSION_RUNS:-keras_jax,keras_jax_pallas_norm_ffn,torch_gathered,keras_jax_qkv_joined}
-more_runs=${GPU_SESSION_MORE_RUNS:-keras_jax_pallas_ffn,keras_jax_pallas_norm,keras_jax_position_sum,keras_jax_threefry,keras_jax_welford,keras_jax_cublas,keras_jax_gelu_tanh,keras_jax_keras_gelu,keras_jax_xla,keras_jax_rbg,torch_full}
+more_runs=${GPU_SESSION_MORE_RUNS:-keras_jax_pallas_ffn,keras_jax_pallas_norm,keras_jax_position_sum,keras_jax_noattndrop,keras_jax_threefry,keras_jax_welford,keras_jax_cublas,keras_jax_gelu_tanh,keras_jax_keras_gelu,keras_jax_xla,keras_jax_rbg,torch_full}
 # 0. The Pallas feed-forward products' blocks, when a run uses them: each candidate timed
 # against XLA's own block on the card, in at most 100 s; the fastest whose gradients are about
 # as close to float32 as XLA's goes to those runs.
