@@ -37,20 +37,24 @@ import numpy as np
 from keras import ops
 
 
+def _checked_blocks(values, source: str) -> tuple:
+    """``values`` as blocks (block_m, block_n, block_k, warps, stages: five positive integers);
+    a ValueError naming ``source`` otherwise."""
+    try:
+        blocks = tuple(int(str(v)) for v in values)
+    except (TypeError, ValueError):
+        blocks = ()
+    if len(blocks) != 5 or min(blocks) < 1:
+        raise ValueError(f"{source}: want block_m,block_n,block_k,warps,stages (five positive integers)")
+    return blocks
+
+
 def _blocks(text: str | None) -> tuple:
     """The blocks that ``PALLAS_FFN_BLOCKS`` names (five comma-separated positive integers), or
     the first choice when it is unset or empty."""
     if not text:
         return (128, 128, 64, 8, 3)
-    try:
-        blocks = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        blocks = ()
-    if len(blocks) != 5 or min(blocks) < 1:
-        raise ValueError(
-            f"PALLAS_FFN_BLOCKS={text!r}: want block_m,block_n,block_k,warps,stages (five positive integers)"
-        )
-    return blocks
+    return _checked_blocks(text.split(","), f"PALLAS_FFN_BLOCKS={text!r}")
 
 
 # Blocks of the products' output (rows, columns), of the contraction, warps and pipeline stages
@@ -282,12 +286,14 @@ def feed_forward(layer, x, residual, training):
 
 
 def _xla_block(x, w1, b1, w2):
-    """The trainer's computation of the same block in plain JAX, for ``--sweep``."""
+    """The trainer's computation of the same block in plain JAX (exact GELU), for ``sweep``."""
+    import types
+
     import jax.numpy as jnp
 
     from trainer import layers
 
-    config = type("Config", (), {"hidden_act": "gelu"})
+    config = types.SimpleNamespace(hidden_act="gelu")  # all that activation reads
     return jnp.matmul(layers.activation(config, jnp.matmul(x, w1) + b1), w2)
 
 
@@ -384,7 +390,18 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if keras.backend.backend() != "jax":
         parser.error(f"Keras runs on {keras.backend.backend()}: set KERAS_BACKEND=jax")
-    candidates = [tuple(c) for c in json.loads(args.candidates)] if args.candidates else CANDIDATES
+    candidates = CANDIDATES
+    if args.candidates:
+        try:
+            try:
+                listed = json.loads(args.candidates)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"--candidates {args.candidates!r} is not JSON ({e})") from None
+            if not isinstance(listed, list):
+                raise ValueError(f"--candidates {args.candidates!r}: want a JSON list of blocks")
+            candidates = [_checked_blocks(c, f"--candidates entry {c!r}") for c in listed]
+        except ValueError as e:
+            parser.error(str(e))
     results = []
     for result in sweep(
         args.rows, args.hidden, args.intermediate, candidates, args.repeats, args.time_budget_s

@@ -374,6 +374,16 @@ def test_the_pallas_ffn_sweep_times_each_block_choice_and_names_the_fastest(tmp_
     proc = subprocess.run([sys.executable, "-c", "import benchmarks.pallas_ffn"], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=300)  # fmt: skip
     assert "PALLAS_FFN_BLOCKS='128,128,64,8': want block_m,block_n,block_k,warps,stages" in proc.stderr
+    # and so are the candidates, before anything is timed
+    del env["PALLAS_FFN_BLOCKS"]
+    for bad, said in (
+        ("[[64, 128, 32, 4]]", "--candidates entry [64, 128, 32, 4]: want"),
+        ("[[64,", "is not JSON"),
+    ):
+        proc = subprocess.run(
+            [*cmd[:-1], bad], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+        )
+        assert proc.returncode == 2 and said in proc.stderr and "PALLAS_FFN " not in proc.stdout, proc.stderr
 
 
 def test_bad_input_is_refused_by_name(tmp_path, capsys):
