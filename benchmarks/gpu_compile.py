@@ -247,7 +247,8 @@ def rank(text: str) -> list[dict]:
 
 
 def summarize(text: str) -> dict:
-    """Totals of ``rank``: kernels, bytes, and those of matrix products and cuDNN calls apart."""
+    """Totals of ``rank``: kernels, bytes, and those of matrix products and attention kernels
+    (cuDNN's, and benchmarks.pallas_attention's) apart."""
     groups = rank(text)
 
     def total(select) -> dict:
@@ -257,11 +258,14 @@ def summarize(text: str) -> dict:
     def is_gemm(group: str) -> bool:  # XLA's products, cuBLAS' and Pallas' (benchmarks.pallas_ffn)
         return "gemm" in group or "cublas" in group or "matmul" in group
 
+    def is_attention(group: str) -> bool:
+        return "cudnn" in group or "triton attention_" in group
+
     return {
         "all": total(lambda g: True),
         "matrix_products": total(is_gemm),
-        "cudnn": total(lambda g: "cudnn" in g),
-        "other": total(lambda g: not is_gemm(g) and "cudnn" not in g),
+        "attention": total(is_attention),
+        "other": total(lambda g: not is_gemm(g) and not is_attention(g)),
         "groups": [{**g, "gb": g.pop("bytes") / 1e9} for g in groups],
     }
 
@@ -310,13 +314,13 @@ def compile_run(run: str, args) -> dict:
     try:  # Pallas' Triton lowering asks the device for its compute capability: none here
         from jax._src.pallas.triton import gpu_info, pallas_call_registration
 
-        from benchmarks import pallas_ffn, pallas_norm
+        from benchmarks import pallas_attention, pallas_ffn, pallas_norm
 
         card = gpu_info.get_gpu_info_from_version(
             gpu_info.gpu_version_from_device_kind(devices[0].device_kind)
         )
         pallas_call_registration.gpu_info_lib.get_gpu_info = lambda: card
-        pallas_norm.interpret = pallas_ffn.interpret = False
+        pallas_norm.interpret = pallas_ffn.interpret = pallas_attention.interpret = False
     except (ImportError, AttributeError, ValueError) as e:
         print(f"Pallas kernels cannot be lowered here ({e})", file=sys.stderr)
     spec = trainer_common.BenchSpec(
@@ -389,7 +393,7 @@ def collective_totals(text: str) -> dict:
 
 def table(results: list[dict]) -> str:
     rows = [
-        f"{'run':<26} {'temp GiB':>8} {'kernels':>7} {'GB all':>7} {'GB matmul':>9} {'GB cuDNN':>8} "
+        f"{'run':<26} {'temp GiB':>8} {'kernels':>7} {'GB all':>7} {'GB matmul':>9} {'GB attention':>12} "
         f"{'GB other':>8} {'other kernels':>13} {'GB collectives (looped)':>23}"
     ]
     for r in results:
@@ -398,7 +402,7 @@ def table(results: list[dict]) -> str:
             continue
         rows.append(
             f"{r['run']:<26} {r['temp_gib']:>8.2f} {r['all']['kernels']:>7} {r['all']['gb']:>7.1f} "
-            f"{r['matrix_products']['gb']:>9.1f} {r['cudnn']['gb']:>8.1f} {r['other']['gb']:>8.1f} "
+            f"{r['matrix_products']['gb']:>9.1f} {r['attention']['gb']:>12.1f} {r['other']['gb']:>8.1f} "
             f"{r['other']['kernels']:>13} {_collective_cell(r.get('collectives')):>23}"
         )
     return "\n".join(rows)

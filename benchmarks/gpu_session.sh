@@ -12,28 +12,35 @@
 # trainer.task flags, GPU_SESSION_DEADLINE_S replaces the 560 s deadline; GPU_SESSION_RUNS and
 # GPU_SESSION_MORE_RUNS replace the runs of steps 1 and 3 when not empty, and
 # GPU_SESSION_LARGE_BATCH_RUNS those repeated at batch 512, where empty means none;
-# GPU_SESSION_SWEEP_FLAGS is appended to the benchmarks.pallas_ffn flags of step 0):
+# GPU_SESSION_SWEEP_FLAGS is appended to the benchmarks.pallas_ffn flags of step 0, and
+# GPU_SESSION_ATTENTION_SWEEP_FLAGS to the benchmarks.pallas_attention ones):
 #   GPU_SESSION_TASK_FLAGS="--model_size tiny --batch_size 8 --train_steps 30 --log_every 10 \
 #     --checkpoint_every 30" GPU_SESSION_SWEEP_FLAGS="--rows 1024 --hidden 128 --intermediate 512 \
+#     --repeats 1" GPU_SESSION_ATTENTION_SWEEP_FLAGS="--batch_size 8 --seq_len 128 --heads 2 \
 #     --repeats 1" OUT=/tmp/gs bash benchmarks/gpu_session.sh --size tiny --batch_size 8 \
 #     --steps 4 --windows 2 --device cpu --peak_tflops 0.33 --no_torch_compile --profile_steps 2
 #
-# Writes $OUT/pallas_ffn_sweep.json (+ .log), $OUT/gpu_bench.json (+ .log),
+# Writes $OUT/pallas_ffn_sweep.json and $OUT/pallas_attention_sweep.json (+ .log),
+# $OUT/gpu_bench.json (+ .log),
 # $OUT/hlo_after_optimizations.tar.gz (the optimised HLO of step 1's JAX runs),
 # $OUT/trainer_task.log and $OUT/gpu_bench_more.json (+ .log);
 # made to end within about 9.5 minutes of its start (one device call of at most 600 s):
 #   0. when a run below uses the Pallas feed-forward products (benchmarks.pallas_ffn), their
-#      block shapes timed against XLA's block on the card (at most 100 s); the fastest whose
+#      block shapes timed against XLA's block on the card (at most 80 s); the fastest whose
 #      gradients are about as close to float32 as XLA's goes to those runs (PALLAS_FFN_BLOCKS);
+#      likewise the Pallas attention's blocks against cuDNN's and XLA's attention (at most 50 s,
+#      PALLAS_ATTENTION_BLOCKS);
 #   1. the attention probe (cuDNN calls compiled, cuDNN dropout checked on the device), then our
-#      step (the trainer's defaults), our step with the feed-forward products and residual,
-#      dropout and LayerNorm in Pallas kernels (benchmarks.pallas_ffn, benchmarks.pallas_norm),
-#      PyTorch with torch.compile on the masked positions, and our step with queries, keys and
-#      values from one joined product (the form before), each profiled, with the optimised HLO
-#      of ours;
-#   2. 300 steps of trainer.task itself (fit, callbacks, checkpoint, evaluation, export);
-#   3. while the session's deadline allows: the Pallas feed-forward products alone, the Pallas
-#      LayerNorm kernels alone, the position-embedding gradient as XLA's plain sum (the form
+#      step (the trainer's defaults), our step with attention, the feed-forward products and
+#      residual, dropout and LayerNorm in Pallas kernels (benchmarks.pallas_attention,
+#      benchmarks.pallas_ffn, benchmarks.pallas_norm), PyTorch with torch.compile on the masked
+#      positions, and our step with the Pallas kernels but attention (cuDNN's), each profiled,
+#      with the optimised HLO of ours;
+#   2. 300 steps of trainer.task itself (fit, callbacks, checkpoint, evaluation, export), cut
+#      short where the deadline needs it;
+#   3. while the session's deadline allows: the Pallas attention alone, the Pallas feed-forward
+#      products alone, the Pallas LayerNorm kernels alone, queries, keys and values from one
+#      joined product (the form before), the position-embedding gradient as XLA's plain sum (the form
 #      before), no attention-probability dropout (what cuDNN's dropout costs), Threefry dropout
 #      masks, LayerNorm statistics in one pass, every matrix product
 #      on cuBLASLt, the tanh GELU (original BERT's), keras.ops.gelu in place of
@@ -42,7 +49,7 @@
 set -euo pipefail
 OUT=${OUT:?set OUT to the output folder}
 mkdir -p "$OUT"
-rm -f "$OUT"/gpu_bench.json "$OUT"/gpu_bench_more.json "$OUT"/hlo_after_optimizations.tar.gz "$OUT"/pallas_ffn_sweep.*
+rm -f "$OUT"/gpu_bench.json "$OUT"/gpu_bench_more.json "$OUT"/hlo_after_optimizations.tar.gz "$OUT"/pallas_*_sweep.*
 rm -rf /tmp/gpu_hlo /tmp/gpu_task  # left by an earlier call on the same machine
 if ! python3 -c "import keras" 2>/dev/null; then
     ls .whl/*.whl >/dev/null  # fails here, with the path, when the wheels were not carried
@@ -54,19 +61,29 @@ if command -v nvidia-smi >/dev/null; then
 fi
 start=$SECONDS
 deadline=${GPU_SESSION_DEADLINE_S:-560}
-runs=${GPU_SESSION_RUNS:-keras_jax,keras_jax_pallas_norm_ffn,torch_gathered,keras_jax_qkv_joined}
-more_runs=${GPU_SESSION_MORE_RUNS:-keras_jax_pallas_ffn,keras_jax_pallas_norm,keras_jax_position_sum,keras_jax_noattndrop,keras_jax_threefry,keras_jax_welford,keras_jax_cublas,keras_jax_gelu_tanh,keras_jax_keras_gelu,keras_jax_xla,keras_jax_rbg,torch_full}
+runs=${GPU_SESSION_RUNS:-keras_jax,keras_jax_pallas_all,torch_gathered,keras_jax_pallas_norm_ffn}
+more_runs=${GPU_SESSION_MORE_RUNS:-keras_jax_pallas_attention,keras_jax_pallas_ffn,keras_jax_pallas_norm,keras_jax_qkv_joined,keras_jax_position_sum,keras_jax_noattndrop,keras_jax_threefry,keras_jax_welford,keras_jax_cublas,keras_jax_gelu_tanh,keras_jax_keras_gelu,keras_jax_xla,keras_jax_rbg,torch_full}
 # 0. The Pallas feed-forward products' blocks, when a run uses them: each candidate timed
-# against XLA's own block on the card, in at most 100 s; the fastest whose gradients are about
-# as close to float32 as XLA's goes to those runs.
-if [[ ",$runs,$more_runs," == *_pallas_*ffn,* ]]; then
-    KERAS_BACKEND=jax timeout 100 python3 -m benchmarks.pallas_ffn --time_budget_s 75 \
+# against XLA's own block on the card, in at most 80 s; the fastest whose gradients are about
+# as close to float32 as XLA's goes to those runs. Then the same for the Pallas attention.
+if [[ ",$runs,$more_runs," == *_pallas_*ffn,* || ",$runs,$more_runs," == *_pallas_all,* ]]; then
+    KERAS_BACKEND=jax timeout 80 python3 -m benchmarks.pallas_ffn --time_budget_s 55 \
         --out "$OUT/pallas_ffn_sweep.json" ${GPU_SESSION_SWEEP_FLAGS:-} 2>&1 | tee "$OUT/pallas_ffn_sweep.log" \
         || echo "pallas_ffn exited with $?"
     best=$(sed -n 's/^PALLAS_FFN_BEST //p' "$OUT/pallas_ffn_sweep.log" | tail -1)
     if [ -n "$best" ]; then
         echo "== PALLAS_FFN_BLOCKS=$best"
         export PALLAS_FFN_BLOCKS=$best
+    fi
+fi
+if [[ ",$runs,$more_runs," == *_pallas_attention,* || ",$runs,$more_runs," == *_pallas_all,* ]]; then
+    KERAS_BACKEND=jax timeout 50 python3 -m benchmarks.pallas_attention --time_budget_s 30 \
+        --out "$OUT/pallas_attention_sweep.json" ${GPU_SESSION_ATTENTION_SWEEP_FLAGS:-} 2>&1 \
+        | tee "$OUT/pallas_attention_sweep.log" || echo "pallas_attention exited with $?"
+    best=$(sed -n 's/^PALLAS_ATTENTION_BEST //p' "$OUT/pallas_attention_sweep.log" | tail -1)
+    if [ -n "$best" ]; then
+        echo "== PALLAS_ATTENTION_BLOCKS=$best"
+        export PALLAS_ATTENTION_BLOCKS=$best
     fi
 fi
 KERAS_BACKEND=jax python3 -m benchmarks.gpu_bench --size base --batch_size 256 \
@@ -88,8 +105,10 @@ sys.exit(0 if any(x['run'] == 'keras_jax' and 'exit -6' in x.get('error', '') fo
 fi
 # The trainer itself, end to end, on the GPU with NumPy synthetic batches (no TensorFlow there):
 # BERT-base, batch 256; its examples/s after the first window, against the bare step above,
-# is what fit, the callbacks and the input add.
-KERAS_BACKEND=jax timeout 200 python3 -m trainer.task --synthetic_data --vocab_size 32000 \
+# is what fit, the callbacks and the input add. At most 200 s, less when the deadline is near.
+task_s=$((deadline - (SECONDS - start) - 10))
+task_s=$((task_s < 200 ? task_s : 200))
+KERAS_BACKEND=jax timeout $((task_s > 30 ? task_s : 30)) python3 -m trainer.task --synthetic_data --vocab_size 32000 \
     --model_size base --batch_size 256 --train_steps 300 --warmup_steps 30 --log_every 100 \
     --checkpoint_every 300 --eval_steps 5 --model_dir /tmp/gpu_task ${GPU_SESSION_TASK_FLAGS:-} 2>&1 \
     | tee "$OUT/trainer_task.log" \

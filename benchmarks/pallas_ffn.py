@@ -297,6 +297,33 @@ def _xla_block(x, w1, b1, w2):
     return jnp.matmul(layers.activation(config, jnp.matmul(x, w1) + b1), w2)
 
 
+def timed_gradient(name: str, grad, arrays: tuple, exact, repeats: int) -> dict:
+    """``grad(*arrays)`` (a jitted ``value_and_grad``) compiled, run once, then timed over
+    ``repeats`` runs: its milliseconds a run, its loss and each gradient's largest difference from
+    ``exact`` (the same gradients in float32) relative to that gradient's largest value; or the
+    error that stopped it (a compiler's refusal: shared memory, registers)."""
+    import jax
+
+    try:
+        out = grad(*arrays)
+        jax.block_until_ready(out)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            out = grad(*arrays)
+        jax.block_until_ready(out)
+    except Exception as e:  # noqa: BLE001 - recorded in the result, by name
+        return {"name": name, "error": f"{type(e).__name__}: {str(e)[:200]}"}
+    ms = (time.perf_counter() - start) / repeats * 1e3
+    errors = [
+        float(
+            np.abs(np.asarray(g, np.float64) - np.asarray(e, np.float64)).max()
+            / max(np.abs(np.asarray(e)).max(), 1e-30)
+        )
+        for g, e in zip(out[1], exact, strict=True)
+    ]
+    return {"name": name, "ms": round(ms, 4), "loss": float(out[0]), "gradient_errors": errors}
+
+
 def sweep(rows: int, hidden: int, intermediate: int, candidates: list[tuple], repeats: int,
           time_budget_s: float | None = None):  # fmt: skip
     """Yields the milliseconds of one forward and backward pass of the block (the sum of its
@@ -317,31 +344,15 @@ def sweep(rows: int, hidden: int, intermediate: int, candidates: list[tuple], re
     w2 = (jax.random.normal(keys[3], (intermediate, hidden)) * 0.02).astype(dtype)
     dz = jax.random.normal(keys[4], (rows, hidden), dtype)
 
-    def gradient(block, *arrays):
+    def gradient(block):
         loss = lambda *a: jnp.sum(block(*a).astype(jnp.float32) * dz.astype(jnp.float32))  # noqa: E731
         return jax.jit(jax.value_and_grad(loss, (0, 1, 2, 3)))
 
     with jax.default_matmul_precision("float32"):  # no TF32 for the reference
         exact = gradient(_xla_block)(*(a.astype(jnp.float32) for a in (x, w1, b1, w2)))[1]
-    exact = [np.asarray(g, np.float64) for g in exact]
 
     def timed(name, block):
-        grad = gradient(block)
-        try:
-            out = grad(x, w1, b1, w2)
-            jax.block_until_ready(out)
-            start = time.perf_counter()
-            for _ in range(repeats):
-                out = grad(x, w1, b1, w2)
-            jax.block_until_ready(out)
-        except Exception as e:  # a candidate the compiler refuses (shared memory, registers)
-            return {"name": name, "error": f"{type(e).__name__}: {str(e)[:200]}"}
-        ms = (time.perf_counter() - start) / repeats * 1e3
-        errors = [
-            float(np.abs(np.asarray(g, np.float64) - e).max() / max(np.abs(e).max(), 1e-30))
-            for g, e in zip(out[1], exact, strict=True)
-        ]
-        return {"name": name, "ms": round(ms, 4), "loss": float(out[0]), "gradient_errors": errors}
+        return timed_gradient(name, gradient(block), (x, w1, b1, w2), exact, repeats)
 
     yield timed("xla", _xla_block)
     for blocks in candidates:
@@ -373,6 +384,34 @@ def best(results: list[dict], margin: float = 2.0, floor: float = 1e-3) -> dict 
     return min(good, key=lambda r: r["ms"]) if good else None
 
 
+def parsed_candidates(text: str, check) -> list[tuple]:
+    """``--candidates``: a JSON list, each entry made blocks by ``check(entry, source)``; a
+    ValueError naming the flag or the entry otherwise."""
+    try:
+        listed = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"--candidates {text!r} is not JSON ({e})") from None
+    if not isinstance(listed, list):
+        raise ValueError(f"--candidates {text!r}: want a JSON list of blocks")
+    return [check(c, f"--candidates entry {c!r}") for c in listed]
+
+
+def report(results, prefix: str, out: str | None, facts: dict) -> None:
+    """Prints each result of a sweep as it comes (``PREFIX {json}``), and after each the blocks
+    of ``best`` so far (``PREFIX_BEST a,b,...``, empty when none: a session reads the last such
+    line, so that a sweep cut short still names one); with ``out``, rewrites there the JSON of
+    ``facts``, the results so far and the best."""
+    done = []
+    for result in results:
+        done.append(result)
+        chosen = best(done)
+        print(f"{prefix} " + json.dumps(result), flush=True)
+        print(f"{prefix}_BEST " + (",".join(str(v) for v in chosen["blocks"]) if chosen else ""), flush=True)
+        if out:
+            with open(out, "w") as f:
+                json.dump({**facts, "results": done, "best": chosen}, f, indent=1)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=256 * 128, help="batch * sequence length")
@@ -390,32 +429,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if keras.backend.backend() != "jax":
         parser.error(f"Keras runs on {keras.backend.backend()}: set KERAS_BACKEND=jax")
-    candidates = CANDIDATES
-    if args.candidates:
-        try:
-            try:
-                listed = json.loads(args.candidates)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"--candidates {args.candidates!r} is not JSON ({e})") from None
-            if not isinstance(listed, list):
-                raise ValueError(f"--candidates {args.candidates!r}: want a JSON list of blocks")
-            candidates = [_checked_blocks(c, f"--candidates entry {c!r}") for c in listed]
-        except ValueError as e:
-            parser.error(str(e))
-    results = []
-    for result in sweep(
-        args.rows, args.hidden, args.intermediate, candidates, args.repeats, args.time_budget_s
-    ):
-        results.append(result)
-        chosen = best(results)
-        print("PALLAS_FFN " + json.dumps(result), flush=True)
-        # after each result, the line a session reads into PALLAS_FFN_BLOCKS (the last one it
-        # finds: benchmarks/gpu_session.sh), so that a sweep cut short still names one
-        print("PALLAS_FFN_BEST " + (",".join(str(v) for v in chosen["blocks"]) if chosen else ""), flush=True)
-        if args.out:
-            with open(args.out, "w") as f:
-                json.dump({"rows": args.rows, "hidden": args.hidden, "intermediate": args.intermediate,
-                           "results": results, "best": chosen}, f, indent=1)  # fmt: skip
+    try:
+        candidates = parsed_candidates(args.candidates, _checked_blocks) if args.candidates else CANDIDATES
+    except ValueError as e:
+        parser.error(str(e))
+    results = sweep(args.rows, args.hidden, args.intermediate, candidates, args.repeats, args.time_budget_s)
+    facts = {"rows": args.rows, "hidden": args.hidden, "intermediate": args.intermediate}
+    report(results, "PALLAS_FFN", args.out, facts)
 
 
 if __name__ == "__main__":

@@ -209,7 +209,9 @@ def torch_train_step(
 # trainer's form before trainer.kernels.project_qkv); "pallas_norm" computes each residual
 # sum, hash dropout and LayerNorm in Pallas kernels (benchmarks.pallas_norm); "pallas_ffn"
 # computes the feed-forward block's first product with the GELU in its epilogue, forward and
-# backward, as Pallas products (benchmarks.pallas_ffn).
+# backward, as Pallas products (benchmarks.pallas_ffn); "pallas_attention" computes attention
+# with the hash dropout of its probabilities in one Pallas kernel forward and one backward
+# (benchmarks.pallas_attention).
 RUNS = {
     "keras_jax": ("keras_jax", {}),
     "keras_jax_xla": ("keras_jax", {"attention_impl": "xla"}),
@@ -229,6 +231,11 @@ RUNS = {
     "keras_jax_pallas_norm": ("keras_jax", {"pallas_norm": True}),
     "keras_jax_pallas_ffn": ("keras_jax", {"pallas_ffn": True}),
     "keras_jax_pallas_norm_ffn": ("keras_jax", {"pallas_norm": True, "pallas_ffn": True}),
+    "keras_jax_pallas_attention": ("keras_jax", {"pallas_attention": True}),
+    "keras_jax_pallas_all": (
+        "keras_jax",
+        {"pallas_norm": True, "pallas_ffn": True, "pallas_attention": True},
+    ),
     # Every matrix product on cuBLAS(Lt) rather than XLA's autotuned choice between it and
     # Triton: biases then go into the products' epilogues.
     "keras_jax_cublas": (
@@ -448,6 +455,11 @@ def _keras_setup(spec: BenchSpec, overrides: dict, *, probe: bool = True):
         from trainer import layers
 
         layers.feed_forward = pallas_ffn.feed_forward
+    if overrides.get("pallas_attention"):
+        from benchmarks import pallas_attention
+        from trainer import layers
+
+        layers.attention = pallas_attention.attention
     model = BertPretrainingModel(config, options)
     model.gradient_accumulation_steps = overrides.get("gradient_accumulation_steps", 1)
     # The trainer's optimizer: AdamW (no decay on LayerNorm and biases), global-norm clip 1.0;
@@ -546,6 +558,13 @@ def run_keras_jax(spec: BenchSpec, overrides: dict) -> dict:
         from benchmarks import pallas_norm
 
         extra["pallas_norm"] = {"sublayers_traced": pallas_norm.taken}
+    if overrides.get("pallas_attention"):
+        from benchmarks import pallas_attention
+
+        extra["pallas_attention"] = {
+            "blocks": list(pallas_attention.BLOCKS),
+            "layers_traced": pallas_attention.taken,
+        }
     return _finish(spec, config, timing, extra)
 
 

@@ -255,6 +255,48 @@ def feed_forward(layer, x, residual, training):
 default_feed_forward = feed_forward
 
 
+def attention(layer, q, k, v, mask, training):
+    """The context [B, L, H] of ``layer``'s (a ``TransformerLayer``) queries, keys and values
+    [B, L, H] under ``mask`` (bool [B, 1, 1, L], True where a key may be attended), with dropout on
+    the attention probabilities when ``training``: cuDNN's fused attention where the kernel
+    options choose it (``trainer.kernels``), else XLA's. A module-level function, so that a
+    benchmark can time a fused kernel (``benchmarks.pallas_attention``, which falls back to
+    ``default_attention``)."""
+    cfg = layer.config
+    batch, seq_len = ops.shape(q)[0], ops.shape(q)[1]
+    heads_shape = (batch, seq_len, cfg.num_attention_heads, cfg.head_size)
+    q, k, v = (ops.reshape(t, heads_shape) for t in (q, k, v))  # [B, L, N, D]
+    rate = cfg.attention_probs_dropout_prob if training else 0.0
+    # A full [B, 1, L, L] mask: cuDNN fused attention (JAX on GPU, bf16) turns the mask into
+    # a bias that must span both sequence axes; a [B, 1, 1, L] one makes JAX fall back to
+    # XLA attention. Same values either way, so CPU numerics do not change.
+    full_mask = ops.broadcast_to(mask, (batch, 1, seq_len, seq_len))
+    context = kernels.attention_or_none(
+        layer.kernel_options,
+        q,
+        k,
+        v,
+        full_mask,
+        scale=cfg.head_size**-0.5,
+        dropout_rate=rate,
+        seed=layer.attention_dropout.static_seed,
+    )
+    if context is None and rate > 0:
+        # Dropout on the probabilities needs them materialised.
+        scores = ops.einsum("btnd,bsnd->bnts", q, k) * ops.cast(cfg.head_size**-0.5, q.dtype)
+        scores = ops.cast(scores, "float32")
+        scores = ops.where(mask, scores, ops.cast(-1e30, "float32"))  # mask [B, 1, 1, L]
+        probs = ops.cast(ops.softmax(scores, axis=-1), q.dtype)  # [B, N, L, L]
+        probs = layer.attention_dropout(probs, training=training)
+        context = ops.einsum("bnts,bsnd->btnd", probs, v)
+    elif context is None:
+        context = ops.dot_product_attention(q, k, v, mask=full_mask)  # [B, L, N, D]
+    return ops.reshape(context, (batch, seq_len, cfg.hidden_size))
+
+
+default_attention = attention
+
+
 class BertEmbeddings(keras.layers.Layer):
     """Word + learned position + token type embeddings, then LayerNorm and dropout."""
 
@@ -338,9 +380,6 @@ class TransformerLayer(keras.layers.Layer):
         self.built = True
 
     def _attention(self, x, mask, training):
-        cfg = self.config
-        batch, seq_len = ops.shape(x)[0], ops.shape(x)[1]
-        heads_shape = (batch, seq_len, cfg.num_attention_heads, cfg.head_size)
         # Heads are contiguous D-wide column blocks of each flat [H, H] kernel, as in HF.
         projections, dtype = (self.query, self.key, self.value), self.query.compute_dtype
         q, k, v = project_qkv(
@@ -348,33 +387,7 @@ class TransformerLayer(keras.layers.Layer):
             [ops.cast(p.kernel, dtype) for p in projections],
             [ops.convert_to_tensor(p.bias) for p in projections],
         )
-        q, k, v = (ops.reshape(t, heads_shape) for t in (q, k, v))  # [B, L, N, D]
-        rate = cfg.attention_probs_dropout_prob if training else 0.0
-        # A full [B, 1, L, L] mask: cuDNN fused attention (JAX on GPU, bf16) turns the mask into
-        # a bias that must span both sequence axes; a [B, 1, 1, L] one makes JAX fall back to
-        # XLA attention. Same values either way, so CPU numerics do not change.
-        full_mask = ops.broadcast_to(mask, (batch, 1, seq_len, seq_len))
-        context = kernels.attention_or_none(
-            self.kernel_options,
-            q,
-            k,
-            v,
-            full_mask,
-            scale=cfg.head_size**-0.5,
-            dropout_rate=rate,
-            seed=self.attention_dropout.static_seed,
-        )
-        if context is None and rate > 0:
-            # Dropout on the probabilities needs them materialised.
-            scores = ops.einsum("btnd,bsnd->bnts", q, k) * ops.cast(cfg.head_size**-0.5, q.dtype)
-            scores = ops.cast(scores, "float32")
-            scores = ops.where(mask, scores, ops.cast(-1e30, "float32"))  # mask [B, 1, 1, L]
-            probs = ops.cast(ops.softmax(scores, axis=-1), q.dtype)  # [B, N, L, L]
-            probs = self.attention_dropout(probs, training=training)
-            context = ops.einsum("bnts,bsnd->btnd", probs, v)
-        elif context is None:
-            context = ops.dot_product_attention(q, k, v, mask=full_mask)  # [B, L, N, D]
-        return ops.reshape(context, (batch, seq_len, cfg.hidden_size))
+        return attention(self, q, k, v, mask, training)
 
     def call(self, x, mask, training=False, residual=None):
         """Args: x [B, L, H]; mask bool [B, 1, 1, L], True where a key may be attended; residual

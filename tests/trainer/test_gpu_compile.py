@@ -86,7 +86,7 @@ def test_rank_charges_each_kernel_its_operands_and_outputs():
     }
     s = summarize(GPU_LIKE)
     assert s["matrix_products"] == {"kernels": 1, "gb": 2816 / 1e9}
-    assert s["cudnn"] == {"kernels": 1, "gb": (1024 + 1024) / 1e9}  # y read once, though passed twice
+    assert s["attention"] == {"kernels": 1, "gb": (1024 + 1024) / 1e9}  # y read once, though passed twice
     assert s["other"] == {"kernels": 7, "gb": 7 * 2048 / 1e9}
     assert s["all"]["kernels"] == 9
 
@@ -99,22 +99,25 @@ ENTRY %main (x: bf16[32,8], w: bf16[8,16]) -> bf16[32,16] {
   %pallas_call.7 = (bf16[32,16]{1,0}, bf16[32,16]{1,0}) custom-call(%x, %w), custom_call_target="__gpu$xla.gpu.triton", metadata={op_name="jit(f)/matmul_gelu_forward/pallas_call"}, backend_config={debug = false, grid_x = 1 : i32, ir = "ML\\EFR\\00name", name = "matmul_gelu_forward", num_stages = 3 : i32, num_warps = 8 : i32}
   %h = bf16[32,16]{1,0} get-tuple-element(%pallas_call.7), index=0
   %pallas_call.8 = bf16[32,16]{1,0} custom-call(%h), custom_call_target="__gpu$xla.gpu.triton", backend_config={debug = false, ir = "", name = "residual_norm_forward", num_warps = 8 : i32}
-  ROOT %loop_add_fusion.1 = bf16[32,16]{1,0} fusion(%pallas_call.8), kind=kLoop, calls=%fused_add
+  %pallas_call.9 = bf16[32,16]{1,0} custom-call(%pallas_call.8, %h), custom_call_target="__gpu$xla.gpu.triton", backend_config={debug = false, ir = "", name = "attention_forward", num_warps = 8 : i32}
+  ROOT %loop_add_fusion.1 = bf16[32,16]{1,0} fusion(%pallas_call.9), kind=kLoop, calls=%fused_add
 }
 """
 
 
-def test_pallas_kernels_are_grouped_by_name_and_their_products_counted_as_products():
+def test_pallas_kernels_are_grouped_by_name_and_their_products_and_attention_counted_apart():
     groups = {g["group"]: g for g in rank(PALLAS_LIKE)}
     assert set(groups) == {
         "custom-call __gpu$xla.gpu.triton matmul_gelu_forward",
         "custom-call __gpu$xla.gpu.triton residual_norm_forward",
+        "custom-call __gpu$xla.gpu.triton attention_forward",
         "loop_add_fusion",
     }
     # x (512 B) and w (256 B) in, h and gelu(h) (1,024 B each) out.
     assert groups["custom-call __gpu$xla.gpu.triton matmul_gelu_forward"]["bytes"] == 512 + 256 + 2048
     s = summarize(PALLAS_LIKE)
     assert s["matrix_products"] == {"kernels": 1, "gb": 2816 / 1e9}
+    assert s["attention"] == {"kernels": 1, "gb": 3 * 1024 / 1e9}  # two operands in, one out
     assert s["other"] == {"kernels": 2, "gb": 2 * 2048 / 1e9}
 
 
@@ -384,6 +387,86 @@ def test_the_pallas_ffn_sweep_times_each_block_choice_and_names_the_fastest(tmp_
             [*cmd[:-1], bad], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
         )
         assert proc.returncode == 2 and said in proc.stderr and "PALLAS_FFN " not in proc.stdout, proc.stderr
+
+
+def test_the_benchmarks_pallas_attention_computes_the_trainers_attention():
+    # keras_jax_pallas_attention and keras_jax_pallas_all must time what the trainer computes:
+    # the kernels (interpreted on CPU) in a mixed_bfloat16 TransformerLayer against the
+    # trainer's XLA attention with hash dropout, on the same weights, inputs and seeds.
+    from tests.trainer.scripts import run_module
+
+    # Blocks of 16 queries: 2 programs a head forward, 2 steps of the backward's loop.
+    env = {"JAX_PLATFORMS": "cpu", "PALLAS_ATTENTION_BLOCKS": "16,4,16,4"}
+    result = run_module("tests.trainer.pallas_attention_run", backend="jax", env=env)
+    assert result["blocks"] == [16, 4, 16, 4]
+    assert result["layers_traced"] == 2  # the layer with the kernels, with and without dropout
+    # With dropout: the same roundings, the same elements dropped; on CPU the same bits.
+    train = result["training=True"]
+    assert train["outputs"] == 16_384 and train["outputs_differing"] == 0, train
+    assert len(train["gradient_relative_errors"]) == 17
+    assert max(train["gradient_relative_errors"].values()) == 0.0, train
+    # Without dropout the trainer's attention is keras.ops.dot_product_attention: the output as
+    # close to the float32 layer's (the kernels keep the path with dropout's roundings).
+    trainer_error, pallas_error = result["training=False"]["output_against_float32"]
+    assert pallas_error <= 1.1 * trainer_error and pallas_error < 0.05, result["training=False"]
+    # The function alone (4 heads of 32, a sequence of 64, one example's keys masked from 40):
+    # context and query gradient identical; the key and value gradients, summed in float32 over
+    # the backward's 4 blocks of queries, within one bf16 step where they differ.
+    f = result["function"]
+    assert f["elements"] == 16_384 and f["differing"][:2] == [0, 0], f
+    assert max(f["differing"]) <= 16 and max(f["largest_relative"]) < 1e-3, f
+    # The probabilities dropped are those hash_dropout drops at those [B, N, L, L] positions:
+    # 10% of 16,384 pairs, within 3 standard deviations (0.7%).
+    assert f["dropped_as_hash_bits"] is True, f
+    assert abs(f["dropped_fraction"] - 0.1) < 0.007, f
+    assert result["refusals"] == {
+        "(2, 48, 128)": "fused_attention: queries of shape (2, 48, 128): sequence length 48 and head "
+        "size 64 must be powers of two (head size 16 or more)",
+        "(2, 32, 96)": "fused_attention: queries of shape (2, 32, 96): sequence length 32 and head "
+        "size 48 must be powers of two (head size 16 or more)",
+        "(2, 512, 128)": "fused_attention: queries of shape (2, 512, 128): sequence length 512 must be "
+        "at most 256 and a multiple of 16 queries",
+    }
+
+
+def test_the_pallas_attention_sweep_times_each_block_choice_and_names_the_fastest(tmp_path):
+    # What a GPU session runs before the runs with Pallas attention (benchmarks/gpu_session.sh),
+    # on CPU in interpret mode at a tiny size: cuDNN's attention (refused here), the trainer's
+    # XLA attention and each candidate, and the fastest good one on the last line.
+    from tests.trainer.scripts import REPO
+
+    out = tmp_path / "sweep.json"
+    cmd = [
+        sys.executable, "-m", "benchmarks.pallas_attention", "--batch_size", "2", "--seq_len", "32",
+        "--heads", "2", "--head_size", "16", "--repeats", "1", "--out", str(out),
+        "--candidates", "[[16, 4, 32, 4], [64, 4, 64, 8]]",
+    ]  # fmt: skip
+    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.splitlines()[-1] == "PALLAS_ATTENTION_BEST 16,4,32,4"
+    report = json.loads(out.read_text())
+    assert (report["batch_size"], report["seq_len"], report["heads"], report["head_size"]) == (2, 32, 2, 16)
+    names = [r["name"] for r in report["results"]]
+    assert names == ["cudnn", "xla", "pallas (16, 4, 32, 4)", "pallas (64, 4, 64, 8)"]
+    cudnn, xla, good, refused = report["results"]
+    assert cudnn["error"] == "RuntimeError: cuDNN is not detected."
+    # q's, k's and v's gradients against the trainer's attention in float32, same mask: bf16-sized
+    assert len(xla["gradient_errors"]) == 3 and max(xla["gradient_errors"]) < 0.05 and xla["ms"] > 0
+    for mine, theirs in zip(good["gradient_errors"], xla["gradient_errors"], strict=True):
+        assert mine <= 1.1 * theirs + 1e-4, (good, xla)
+    assert abs(good["loss"] - xla["loss"]) < 1e-3 * abs(xla["loss"]) and good["ms"] > 0
+    assert "sequence length 32 must be at most 256 and a multiple of 64 queries" in refused["error"]
+    assert report["best"]["blocks"] == [16, 4, 32, 4]
+    # the blocks a session passes on are read and checked when the module is imported
+    env["PALLAS_ATTENTION_BLOCKS"] = "128,8,96,8"
+    proc = subprocess.run([sys.executable, "-c", "import benchmarks.pallas_attention"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert "PALLAS_ATTENTION_BLOCKS='128,8,96,8': want block_q,warps" in proc.stderr
+    del env["PALLAS_ATTENTION_BLOCKS"]
+    proc = subprocess.run([*cmd[:-1], "[[16, 4, 32]]"], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    assert proc.returncode == 2 and "--candidates entry [16, 4, 32]: want" in proc.stderr, proc.stderr
 
 
 def test_bad_input_is_refused_by_name(tmp_path, capsys):

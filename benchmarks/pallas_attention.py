@@ -1,0 +1,440 @@
+"""Self-attention with the hash dropout of its probabilities inside one Pallas (Triton) kernel
+forward and one backward, for the benchmark runs ``keras_jax_pallas_attention`` and
+``keras_jax_pallas_all`` (``benchmarks.trainer_common``): not in the trainer.
+
+Compiled for an H100 at BERT-base, batch 256, seq 128, cuDNN's fused attention moves about the
+least its inputs and outputs allow (7.5 GB a step), but it took 7.59 ms of the measured step at
+2bd69d1: some 1 GB a millisecond, half the rate of the step's other memory-bound kernels
+(docs/benchmarks_trainer.md). At short sequences one program can hold a whole head's scores:
+
+- **Forward:** a program per (example, head, block of queries) reads its queries and the head's
+  keys and values, and writes only the context: the scores, the softmax and the dropout stay in
+  registers, and nothing else is kept for the backward pass.
+- **Backward:** a program per (example, head) reads the head's queries, keys, values and the
+  context's gradient, and for each block of queries forms the scores, probabilities and
+  dropout mask again, writing that block's query gradient; the key and value gradients are
+  summed over the blocks in float32 and written once. The softmax's row sum of
+  ``probabilities * gradient`` is formed from the whole row in the program, so the forward
+  output is not read again.
+
+It computes what the trainer's XLA attention with ``--dropout_rng hash`` computes
+(``trainer.layers.default_attention``), with its roundings: the scores rounded to the
+activations' dtype and scaled there, the masked softmax in float32, the probabilities rounded,
+dropped with ``trainer.kernels.hash_dropout``'s mask of the same [B, N, L, L] positions and seed
+(the same elements dropped), each product rounded once; its gradients as JAX's autodiff of that
+path forms them. They differ only in the products' and sums' order. cuDNN's attention (the
+trainer's default on a GPU) keeps the probabilities in float32 and draws its own mask.
+
+Shape key: B batch, L sequence length, N heads, D head size, H = N * D.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import sys
+import time
+
+import keras
+import numpy as np
+from keras import ops
+
+
+def _checked_blocks(values, source: str) -> tuple:
+    """``values`` as blocks (queries per block and warps, forward then backward: four integers,
+    the blocks powers of two from 16 up); a ValueError naming ``source`` otherwise."""
+    try:
+        blocks = tuple(int(str(v)) for v in values)
+    except (TypeError, ValueError):
+        blocks = ()
+    if len(blocks) != 4 or min(blocks) < 1 or any(b < 16 or b & (b - 1) for b in blocks[::2]):
+        raise ValueError(
+            f"{source}: want block_q,warps,backward_block_q,backward_warps (four positive integers, "
+            "the blocks powers of two, 16 or more)"
+        )
+    return blocks
+
+
+def _blocks(text: str | None) -> tuple:
+    """The blocks that ``PALLAS_ATTENTION_BLOCKS`` names, or the first choice when it is unset or
+    empty."""
+    if not text:
+        return (128, 8, 128, 8)
+    return _checked_blocks(text.split(","), f"PALLAS_ATTENTION_BLOCKS={text!r}")
+
+
+# Queries per block and warps per program, forward then backward: the forward runs
+# [B, N, L / block_q] programs; the backward [B, N], each looping over L / backward_block_q
+# blocks of queries. Compiled for an H100 (BERT-base, seq 128), this choice and those of
+# ``CANDIDATES`` use Hopper's warp-group products without spilling registers; 64 queries a block
+# backward spill with 8 warps. Not tuned on a GPU: ``main`` times them (benchmarks/gpu_session.sh).
+BLOCKS = _blocks(os.environ.get("PALLAS_ATTENTION_BLOCKS"))
+# None: interpret the kernels unless JAX runs on a GPU. benchmarks.gpu_compile sets False: it
+# lowers for a GPU from a CPU process.
+interpret: bool | None = None
+# How many layers took the kernels when traced (``attention``): a benchmark run records it, so
+# that a fallback does not pass for the kernels.
+taken = 0
+# The longest sequence one program takes whole: its [block_q, L] scores stay in registers.
+MAX_SEQ_LEN = 256
+
+
+def _power_of_two(n: int) -> bool:
+    return n > 0 and not n & (n - 1)
+
+
+def refusal(shape, num_heads: int, blocks: tuple = BLOCKS) -> str | None:
+    """Why ``[B, L, H]`` queries with ``num_heads`` heads do not fit the kernels' ``blocks``, or
+    None."""
+    batch, seq_len, hidden = shape
+    head_size = hidden // num_heads if num_heads else 0
+    if not num_heads or hidden % num_heads:
+        return f"hidden size {hidden} does not split into {num_heads} heads"
+    if not (_power_of_two(seq_len) and _power_of_two(head_size)) or head_size < 16:
+        return f"sequence length {seq_len} and head size {head_size} must be powers of two (head size 16 or more)"
+    step = max(blocks[0], blocks[2])
+    if seq_len > MAX_SEQ_LEN or seq_len % step:
+        return f"sequence length {seq_len} must be at most {MAX_SEQ_LEN} and a multiple of {step} queries"
+    if num_heads * seq_len * seq_len >= 2**31:
+        return f"{num_heads} heads of {seq_len}x{seq_len} probabilities overflow the mask's offsets"
+    return None
+
+
+def _rounded_scale(head_size: int, dtype) -> np.float32:
+    """``head_size ** -0.5`` as the trainer multiplies by it: rounded to the activations' dtype."""
+    return np.float32(np.asarray(head_size**-0.5, dtype))  # numpy rounds to bf16 (ml_dtypes)
+
+
+def _probabilities(q, k, valid, scale, act):
+    """Inside a kernel: the masked softmax (float32) of one block of queries [BQ, D] against all
+    keys [L, D]; ``valid`` [1, L] True where a key may be attended."""
+    import jax.numpy as jnp
+    from jax.experimental.pallas import triton as plt
+
+    s = plt.dot(q, k, trans_b=True).astype(act)  # [BQ, L], rounded as XLA's product
+    s = (s.astype(jnp.float32) * scale).astype(act).astype(jnp.float32)
+    s = jnp.where(valid, s, jnp.float32(-1e30))
+    e = jnp.exp(s - jnp.max(s, axis=1, keepdims=True))
+    return e / jnp.sum(e, axis=1, keepdims=True)
+
+
+def _kept(keys_ref, start: int, shape, seq_len: int, rate: float):
+    """Inside a kernel of program (example, head, ...): True where ``hash_dropout`` keeps the
+    probabilities of queries ``start`` to ``start + shape[0]`` against all keys: the bits of
+    their positions in the [B, N, L, L] array under the keys ``keys_ref`` holds."""
+    import jax
+    import jax.numpy as jnp
+    from jax.experimental import pallas as pl
+
+    from trainer.kernels import _mix32 as mix32
+
+    query = start + jax.lax.broadcasted_iota(jnp.int32, shape, 0)
+    key = jax.lax.broadcasted_iota(jnp.int32, shape, 1)
+    offset = (pl.program_id(1) * (seq_len * seq_len) + query * seq_len + key).astype(jnp.uint32)
+    example = pl.program_id(0).astype(jnp.uint32)
+    bits = mix32(mix32(offset ^ keys_ref[0]) + mix32(example ^ keys_ref[1]))
+    return bits >= jnp.uint32(min(round(rate * 2**32), 2**32 - 1))
+
+
+def _dropped(values, kept, rate: float):
+    """``values`` where ``kept``, scaled by 1 / (1 - rate) in float32 and rounded once; else 0."""
+    import jax.numpy as jnp
+
+    if rate == 0:
+        return values
+    scaled = (values.astype(jnp.float32) * (1.0 / (1.0 - rate))).astype(values.dtype)
+    return jnp.where(kept, scaled, jnp.zeros((), values.dtype))
+
+
+def _specs(rows: int, head_size: int, seq_len: int):
+    """Block specs over a grid (example, head, block of queries): the keys, the example's key
+    mask, a block of ``rows`` queries of the head, and all of the head's rows."""
+    from jax.experimental import pallas as pl
+
+    return (
+        pl.BlockSpec((2,), lambda b, n, i: (0,)),
+        pl.BlockSpec((None, seq_len), lambda b, n, i: (b, 0)),
+        pl.BlockSpec((None, rows, head_size), lambda b, n, i: (b, i, n)),
+        pl.BlockSpec((None, seq_len, head_size), lambda b, n, i: (b, 0, n)),
+    )
+
+
+@functools.cache
+def _forward_call(shape: tuple, num_heads: int, dtype: str, rate: float, blocks: tuple, interpret: bool):
+    """The context [B, L, H] of keys [2] (``hash_keys``), valid [B, L] int32, q, k, v [B, L, H]."""
+    import jax
+    import jax.numpy as jnp
+    from jax.experimental import pallas as pl
+    from jax.experimental.pallas import triton as plt
+
+    batch, seq_len, hidden = shape
+    head_size = hidden // num_heads
+    act = jnp.dtype(dtype)
+    scale = _rounded_scale(head_size, act)
+    block_q, warps = blocks[:2]
+
+    def kernel(keys_ref, mask_ref, q_ref, k_ref, v_ref, o_ref):
+        valid = (mask_ref[...] != 0)[None, :]
+        p = _probabilities(q_ref[...], k_ref[...], valid, scale, act)
+        start = pl.program_id(2) * block_q
+        z = _dropped(p.astype(act), _kept(keys_ref, start, p.shape, seq_len, rate) if rate else None, rate)
+        o_ref[...] = plt.dot(z, v_ref[...]).astype(act)
+
+    keys, mask, rows, whole = _specs(block_q, head_size, seq_len)
+    return pl.pallas_call(
+        kernel,
+        out_shape=jax.ShapeDtypeStruct(shape, act),
+        grid=(batch, num_heads, seq_len // block_q),
+        in_specs=[keys, mask, rows, whole, whole],
+        out_specs=rows,
+        compiler_params=plt.CompilerParams(num_warps=warps, num_stages=1),
+        interpret=interpret,
+        name="attention_forward",
+    )
+
+
+@functools.cache
+def _backward_call(shape: tuple, num_heads: int, dtype: str, rate: float, blocks: tuple, interpret: bool):
+    """dq, dk, dv [B, L, H] of keys [2], valid [B, L] int32, q, k, v and the context's gradient
+    [B, L, H]."""
+    import jax
+    import jax.numpy as jnp
+    from jax.experimental import pallas as pl
+    from jax.experimental.pallas import triton as plt
+
+    batch, seq_len, hidden = shape
+    head_size = hidden // num_heads
+    act = jnp.dtype(dtype)
+    scale = _rounded_scale(head_size, act)
+    block_q, warps = blocks[2:]
+
+    def kernel(keys_ref, mask_ref, q_ref, k_ref, v_ref, do_ref, dq_ref, dk_ref, dv_ref):
+        valid = (mask_ref[...] != 0)[None, :]
+        k, v = k_ref[...], v_ref[...]
+        dk = jnp.zeros((seq_len, head_size), jnp.float32)
+        dv = jnp.zeros((seq_len, head_size), jnp.float32)
+        for start in range(0, seq_len, block_q):
+            span = pl.ds(start, block_q)
+            q, do = q_ref[span, :], do_ref[span, :]
+            p = _probabilities(q, k, valid, scale, act)
+            kept = _kept(keys_ref, start, p.shape, seq_len, rate) if rate else None
+            dv += plt.dot(_dropped(p.astype(act), kept, rate), do, trans_a=True)
+            # the gradient of the rounded, dropped probabilities, then of the float32 softmax
+            dp = _dropped(plt.dot(do, v, trans_b=True).astype(act), kept, rate).astype(jnp.float32)
+            ds = p * (dp - jnp.sum(dp * p, axis=1, keepdims=True))
+            ds = jnp.where(valid, ds, 0.0).astype(act)
+            ds = (ds.astype(jnp.float32) * scale).astype(act)  # the scores' gradient
+            dq_ref[span, :] = plt.dot(ds, k).astype(act)
+            dk += plt.dot(ds, q, trans_a=True)
+        dk_ref[...] = dk.astype(act)
+        dv_ref[...] = dv.astype(act)
+
+    keys, mask, _, whole = _specs(seq_len, head_size, seq_len)
+    array = jax.ShapeDtypeStruct(shape, act)
+    return pl.pallas_call(
+        kernel,
+        out_shape=(array, array, array),
+        grid=(batch, num_heads, 1),
+        in_specs=[keys, mask, whole, whole, whole, whole],
+        out_specs=(whole, whole, whole),
+        compiler_params=plt.CompilerParams(num_warps=warps, num_stages=1),
+        interpret=interpret,
+        name="attention_backward",
+    )
+
+
+@functools.cache
+def _fused_function(num_heads: int, rate: float, blocks: tuple, interpret: bool):
+    import jax
+    import jax.numpy as jnp
+
+    from trainer import kernels
+
+    def keys(seed):
+        return jnp.stack(kernels.hash_keys(seed))
+
+    @jax.custom_vjp
+    def fused(q, k, v, valid, seed):
+        call = _forward_call(q.shape, num_heads, q.dtype.name, rate, blocks, interpret)
+        return call(keys(seed), valid, q, k, v)
+
+    def forward(q, k, v, valid, seed):
+        return fused(q, k, v, valid, seed), (q, k, v, valid, seed)
+
+    def backward(saved, grad):
+        q, k, v, valid, seed = saved
+        call = _backward_call(q.shape, num_heads, q.dtype.name, rate, blocks, interpret)
+        dq, dk, dv = call(keys(seed), valid, q, k, v, grad.astype(q.dtype))
+        return dq, dk, dv, None, None
+
+    fused.defvjp(forward, backward)
+    return fused
+
+
+def fused_attention(q, k, v, valid, seed, *, num_heads: int, rate: float, blocks: tuple = BLOCKS):
+    """The context [B, L, H] of 16-bit queries, keys and values [B, L, H] (``num_heads`` heads of
+    contiguous columns), ``valid`` bool or int [B, L] (True where a key may be attended) and
+    ``seed`` uint32[2] of the probabilities' hash dropout at ``rate`` (JAX only; reverse-mode
+    differentiation only)."""
+    import jax
+    import jax.numpy as jnp
+
+    reason = refusal(q.shape, num_heads, blocks)
+    if reason:
+        raise ValueError(f"fused_attention: queries of shape {tuple(q.shape)}: {reason}")
+    interpreted = jax.default_backend() != "gpu" if interpret is None else interpret
+    function = _fused_function(int(num_heads), float(rate), tuple(blocks), interpreted)
+    return function(q, k, v, jnp.asarray(valid).astype(jnp.int32), jnp.asarray(seed, jnp.uint32))
+
+
+def attention(layer, q, k, v, mask, training):
+    """``trainer.layers.attention`` with ``fused_attention`` where it applies (JAX arrays, 16-bit
+    activations, hash dropout or none, a key mask [B, 1, 1, L], shapes ``refusal`` accepts);
+    elsewhere, symbolic builds included, the trainer's own."""
+    from trainer import layers
+
+    config, dropout = layer.config, layer.attention_dropout
+    rate = config.attention_probs_dropout_prob if training else 0.0
+    hashed = rate == 0 or dropout.options.dropout_for(keras.backend.backend()) == "hash"
+    dtype = keras.backend.standardize_dtype(q.dtype)
+    usable = keras.backend.backend() == "jax" and dtype in ("bfloat16", "float16") and hashed
+    symbolic = isinstance(q, keras.KerasTensor)
+    if (
+        symbolic
+        or not usable
+        or tuple(mask.shape[1:3]) != (1, 1)
+        or refusal(q.shape, config.num_attention_heads)
+    ):
+        return layers.default_attention(layer, q, k, v, mask, training)
+    import jax.numpy as jnp
+
+    global taken
+    taken += 1
+    seed = dropout.seed_generator.next() if rate > 0 else jnp.zeros((2,), jnp.uint32)
+    valid = ops.reshape(mask, (mask.shape[0], mask.shape[-1]))
+    return fused_attention(q, k, v, valid, seed, num_heads=config.num_attention_heads, rate=rate)
+
+
+def _trainer_attention(implementation: str, num_heads: int, rate: float):
+    """The trainer's attention (``trainer.layers.default_attention``) of q, k, v [B, L, H], a key
+    mask [B, 1, 1, L] and a seed, with ``implementation`` ``xla`` (hash dropout of the
+    probabilities under that seed) or ``cudnn`` (cuDNN's own dropout), for ``sweep``."""
+    import types
+
+    from trainer import kernels, layers
+    from trainer.config import KernelOptions
+
+    def run(q, k, v, mask, seed):
+        head_size = q.shape[-1] // num_heads
+        layer = types.SimpleNamespace(  # all that default_attention reads of a layer
+            config=types.SimpleNamespace(
+                num_attention_heads=num_heads, head_size=head_size, hidden_size=q.shape[-1],
+                attention_probs_dropout_prob=rate,
+            ),
+            kernel_options=KernelOptions(attention=implementation, dropout_rng="hash"),
+            attention_dropout=lambda probs, training: kernels.hash_dropout(probs, rate, seed),
+        )  # fmt: skip
+        layer.attention_dropout.static_seed = 1
+        return layers.default_attention(layer, q, k, v, mask, True)
+
+    return run
+
+
+def sweep(batch: int, seq_len: int, num_heads: int, head_size: int, candidates: list[tuple], repeats: int,
+          rate: float = 0.1, time_budget_s: float | None = None):  # fmt: skip
+    """Yields the milliseconds of one forward and backward pass of attention with dropout on its
+        probabilities (the sum of the context times a fixed array, so that every gradient is formed)
+        on JAX's default device: cuDNN's (the trainer's default on a GPU; its own dropout mask, so
+        no errors), the trainer's XLA attention with hash dropout, then ``fused_attention`` with each
+        of ``candidates`` (blocks as ``BLOCKS``; those that do not fit the shapes, with the refusal as
+    their error) while ``time_budget_s`` allows. XLA's and the
+        kernels' with their gradients' errors (``gradient_errors``: of q, k and v, each against the
+        XLA attention's in float32 with the same dropout mask, as ``pallas_ffn.timed_gradient``)."""
+    import jax
+    import jax.numpy as jnp
+
+    from benchmarks import pallas_ffn
+
+    began = time.perf_counter()
+    keys = jax.random.split(jax.random.key(0), 5)
+    shape = (batch, seq_len, num_heads * head_size)
+    q, k, v, dz = (jax.random.normal(key, shape, jnp.bfloat16) for key in keys[:4])
+    # every example's keys valid up to a length of its own, from a quarter of the sequence up
+    lengths = jax.random.randint(keys[4], (batch,), seq_len // 4, seq_len + 1)
+    mask = (jnp.arange(seq_len)[None, :] < lengths[:, None])[:, None, None, :]
+    seed = jnp.asarray([7, 11], jnp.uint32)
+
+    def gradient(block):
+        def loss(q, k, v):
+            return jnp.sum(block(q, k, v, mask, seed).astype(jnp.float32) * dz.astype(jnp.float32))
+
+        return jax.jit(jax.value_and_grad(loss, (0, 1, 2)))
+
+    xla = _trainer_attention("xla", num_heads, rate)
+    with jax.default_matmul_precision("float32"):  # no TF32 for the reference
+        exact = gradient(xla)(*(a.astype(jnp.float32) for a in (q, k, v)))[1]
+
+    def timed(name, block, compared=True):
+        result = pallas_ffn.timed_gradient(name, gradient(block), (q, k, v), exact, repeats)
+        if not compared:
+            result.pop("gradient_errors", None)  # another function: cuDNN drops other elements
+        return result
+
+    yield timed("cudnn", _trainer_attention("cudnn", num_heads, rate), compared=False)
+    yield timed("xla", xla)
+    for blocks in candidates:
+        if time_budget_s is not None and time.perf_counter() - began > time_budget_s:
+            return
+
+        def fused(q, k, v, mask, seed, blocks=tuple(blocks)):
+            valid = mask.reshape(mask.shape[0], mask.shape[-1])
+            return fused_attention(q, k, v, valid, seed, num_heads=num_heads, rate=rate, blocks=blocks)
+
+        yield {**timed(f"pallas {tuple(blocks)}", fused), "blocks": list(blocks)}
+
+
+# Compiled for an H100 (BERT-base, batch 256, seq 128), each of these uses the warp-group products
+# without spilling registers; (128, 4) forward, (64, 8), (32, 4) and (16, 4) backward spill.
+CANDIDATES = [
+    (128, 8, 128, 8), (64, 4, 128, 8), (64, 8, 128, 8), (32, 4, 128, 8),
+    (128, 8, 32, 8), (64, 4, 32, 8), (64, 8, 32, 8), (32, 4, 32, 8),
+]  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> None:
+    from benchmarks import pallas_ffn
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batch_size", type=int, default=256)
+    parser.add_argument("--seq_len", type=int, default=128)
+    parser.add_argument("--heads", type=int, default=12)
+    parser.add_argument("--head_size", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--out", default=None, help="also write the results as JSON here")
+    parser.add_argument(
+        "--time_budget_s", type=float, default=None, help="start no candidate after this many seconds"
+    )
+    parser.add_argument(
+        "--candidates", default=None,
+        help="JSON list of [block_q, warps, backward_block_q, backward_warps]; default: CANDIDATES",
+    )  # fmt: skip
+    args = parser.parse_args(argv)
+    if keras.backend.backend() != "jax":
+        parser.error(f"Keras runs on {keras.backend.backend()}: set KERAS_BACKEND=jax")
+    try:
+        candidates = (
+            pallas_ffn.parsed_candidates(args.candidates, _checked_blocks) if args.candidates else CANDIDATES
+        )
+    except ValueError as e:
+        parser.error(str(e))
+    results = sweep(
+        args.batch_size, args.seq_len, args.heads, args.head_size, candidates, args.repeats,
+        time_budget_s=args.time_budget_s,
+    )  # fmt: skip
+    facts = {key: getattr(args, key) for key in ("batch_size", "seq_len", "heads", "head_size")}
+    pallas_ffn.report(results, "PALLAS_ATTENTION", args.out, facts)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
