@@ -15,15 +15,20 @@ least its inputs and outputs allow (7.5 GB a step), but it took 7.59 ms of the m
   dropout mask again, writing that block's query gradient; the key and value gradients are
   summed over the blocks in float32 and written once. The softmax's row sum of
   ``probabilities * gradient`` is formed from the whole row in the program, so the forward
-  output is not read again.
+  output is not read again. For the benchmark runs (``self_attention``) the backward writes the
+  three gradients as the one [B, L, 3H] array that the projections' gradients read, with its
+  columns' sums for the biases: no kernel joins them (``trainer.kernels.project_qkv``'s
+  backward otherwise does, 290 MB a layer).
 
 It computes what the trainer's XLA attention with ``--dropout_rng hash`` computes
-(``trainer.layers.default_attention``), with its roundings: the scores rounded to the
-activations' dtype and scaled there, the masked softmax in float32, the probabilities rounded,
-dropped with ``trainer.kernels.hash_dropout``'s mask of the same [B, N, L, L] positions and seed
-(the same elements dropped), each product rounded once; its gradients as JAX's autodiff of that
-path forms them. They differ only in the products' and sums' order. cuDNN's attention (the
-trainer's default on a GPU) keeps the probabilities in float32 and draws its own mask.
+(``trainer.layers.attention``), with its roundings: the scores rounded to the activations'
+dtype and scaled there, the masked softmax in float32, the probabilities rounded, dropped with
+``trainer.kernels.hash_dropout``'s mask of the same [B, N, L, L] positions and seed (the same
+elements dropped), each product rounded once; its gradients as JAX's autodiff of that path
+forms and groups them. What may differ: the products' and sums' order, and on a GPU the
+softmax's division (Triton's is not IEEE's), each at most a bf16 step where a value lies near
+a rounding boundary. cuDNN's attention (the trainer's default on a GPU) keeps the
+probabilities in float32 and draws its own mask.
 
 Shape key: B batch, L sequence length, N heads, D head size, H = N * D.
 """
@@ -42,16 +47,16 @@ from keras import ops
 
 
 def _checked_blocks(values, source: str) -> tuple:
-    """``values`` as blocks (queries per block and warps, forward then backward: four integers,
-    the blocks powers of two from 16 up); a ValueError naming ``source`` otherwise."""
+    """``values`` as blocks (queries per block and warps, forward then backward: four powers of
+    two, the blocks 16 or more); a ValueError naming ``source`` otherwise."""
     try:
         blocks = tuple(int(str(v)) for v in values)
     except (TypeError, ValueError):
         blocks = ()
-    if len(blocks) != 4 or min(blocks) < 1 or any(b < 16 or b & (b - 1) for b in blocks[::2]):
+    if len(blocks) != 4 or min(blocks) < 1 or any(b & (b - 1) for b in blocks) or min(blocks[::2]) < 16:
         raise ValueError(
-            f"{source}: want block_q,warps,backward_block_q,backward_warps (four positive integers, "
-            "the blocks powers of two, 16 or more)"
+            f"{source}: want block_q,warps,backward_block_q,backward_warps (four powers of two, "
+            "the blocks 16 or more)"
         )
     return blocks
 
@@ -76,8 +81,10 @@ interpret: bool | None = None
 # How many layers took the kernels when traced (``attention``): a benchmark run records it, so
 # that a fallback does not pass for the kernels.
 taken = 0
-# The longest sequence one program takes whole: its [block_q, L] scores stay in registers.
-MAX_SEQ_LEN = 256
+# The longest sequence and the largest head one program takes whole (its [block_q, L] scores
+# and the head's [L, D] keys, values and float32 gradients stay in registers): compiled for an
+# H100, the backward spilled registers at L = 256 (D = 64) and at D = 128 (L = 128).
+MAX_SEQ_LEN, MAX_HEAD_SIZE = 128, 64
 
 
 def _power_of_two(n: int) -> bool:
@@ -91,8 +98,10 @@ def refusal(shape, num_heads: int, blocks: tuple = BLOCKS) -> str | None:
     head_size = hidden // num_heads if num_heads else 0
     if not num_heads or hidden % num_heads:
         return f"hidden size {hidden} does not split into {num_heads} heads"
-    if not (_power_of_two(seq_len) and _power_of_two(head_size)) or head_size < 16:
-        return f"sequence length {seq_len} and head size {head_size} must be powers of two (head size 16 or more)"
+    if not (_power_of_two(seq_len) and _power_of_two(head_size)):
+        return f"sequence length {seq_len} and head size {head_size} must be powers of two"
+    if not 16 <= head_size <= MAX_HEAD_SIZE:
+        return f"head size {head_size} must be 16 to {MAX_HEAD_SIZE}"
     step = max(blocks[0], blocks[2])
     if seq_len > MAX_SEQ_LEN or seq_len % step:
         return f"sequence length {seq_len} must be at most {MAX_SEQ_LEN} and a multiple of {step} queries"
@@ -195,9 +204,13 @@ def _forward_call(shape: tuple, num_heads: int, dtype: str, rate: float, blocks:
 
 
 @functools.cache
-def _backward_call(shape: tuple, num_heads: int, dtype: str, rate: float, blocks: tuple, interpret: bool):
-    """dq, dk, dv [B, L, H] of keys [2], valid [B, L] int32, q, k, v and the context's gradient
-    [B, L, H]."""
+def _backward_call(
+    shape: tuple, num_heads: int, dtype: str, rate: float, blocks: tuple, joined: bool, interpret: bool
+):
+    """The gradients of q, k and v [B, L, H] from keys [2], valid [B, L] int32, q, k, v and the
+    context's gradient [B, L, H]: three arrays, or with ``joined`` one [B, L, 3H] (q's, k's and
+    v's columns in turn, as ``trainer.kernels.qkv_gradients`` reads them) and the float32 sums
+    of its columns per example, [B, 1, 3H]."""
     import jax
     import jax.numpy as jnp
     from jax.experimental import pallas as pl
@@ -209,11 +222,14 @@ def _backward_call(shape: tuple, num_heads: int, dtype: str, rate: float, blocks
     scale = _rounded_scale(head_size, act)
     block_q, warps = blocks[2:]
 
-    def kernel(keys_ref, mask_ref, q_ref, k_ref, v_ref, do_ref, dq_ref, dk_ref, dv_ref):
+    def kernel(keys_ref, mask_ref, q_ref, k_ref, v_ref, do_ref, *out_refs):
         valid = (mask_ref[...] != 0)[None, :]
         k, v = k_ref[...], v_ref[...]
         dk = jnp.zeros((seq_len, head_size), jnp.float32)
         dv = jnp.zeros((seq_len, head_size), jnp.float32)
+        dq_sums = jnp.zeros((1, head_size), jnp.float32)
+        # with ``joined``, this head's columns of q's, k's and v's gradients in the joined array
+        columns = [pl.ds((part * num_heads + pl.program_id(1)) * head_size, head_size) for part in range(3)]
         for start in range(0, seq_len, block_q):
             span = pl.ds(start, block_q)
             q, do = q_ref[span, :], do_ref[span, :]
@@ -222,54 +238,122 @@ def _backward_call(shape: tuple, num_heads: int, dtype: str, rate: float, blocks
             dv += plt.dot(_dropped(p.astype(act), kept, rate), do, trans_a=True)
             # the gradient of the rounded, dropped probabilities, then of the float32 softmax
             dp = _dropped(plt.dot(do, v, trans_b=True).astype(act), kept, rate).astype(jnp.float32)
-            ds = p * (dp - jnp.sum(dp * p, axis=1, keepdims=True))
+            ds = p * dp - p * jnp.sum(dp * p, axis=1, keepdims=True)  # as autodiff of softmax groups it
             ds = jnp.where(valid, ds, 0.0).astype(act)
             ds = (ds.astype(jnp.float32) * scale).astype(act)  # the scores' gradient
-            dq_ref[span, :] = plt.dot(ds, k).astype(act)
+            dq = plt.dot(ds, k).astype(act)
             dk += plt.dot(ds, q, trans_a=True)
-        dk_ref[...] = dk.astype(act)
-        dv_ref[...] = dv.astype(act)
+            if joined:
+                out_refs[0][span, columns[0]] = dq
+                dq_sums += jnp.sum(dq.astype(jnp.float32), axis=0, keepdims=True)
+            else:
+                out_refs[0][span, :] = dq
+        dk, dv = dk.astype(act), dv.astype(act)
+        if joined:
+            dqkv_ref, sums_ref = out_refs
+            dqkv_ref[:, columns[1]] = dk
+            dqkv_ref[:, columns[2]] = dv
+            sums_ref[:, columns[0]] = dq_sums
+            sums_ref[:, columns[1]] = jnp.sum(dk.astype(jnp.float32), axis=0, keepdims=True)
+            sums_ref[:, columns[2]] = jnp.sum(dv.astype(jnp.float32), axis=0, keepdims=True)
+        else:
+            out_refs[1][...] = dk
+            out_refs[2][...] = dv
 
     keys, mask, _, whole = _specs(seq_len, head_size, seq_len)
-    array = jax.ShapeDtypeStruct(shape, act)
+    if joined:  # each program writes its head's columns of the example's rows
+        out_shape = (
+            jax.ShapeDtypeStruct((batch, seq_len, 3 * hidden), act),
+            jax.ShapeDtypeStruct((batch, 1, 3 * hidden), jnp.float32),
+        )
+        out_specs = (
+            pl.BlockSpec((None, seq_len, 3 * hidden), lambda b, n, i: (b, 0, 0)),
+            pl.BlockSpec((None, 1, 3 * hidden), lambda b, n, i: (b, 0, 0)),
+        )
+    else:
+        out_shape, out_specs = (jax.ShapeDtypeStruct(shape, act),) * 3, (whole,) * 3
     return pl.pallas_call(
         kernel,
-        out_shape=(array, array, array),
+        out_shape=out_shape,
         grid=(batch, num_heads, 1),
         in_specs=[keys, mask, whole, whole, whole, whole],
-        out_specs=(whole, whole, whole),
+        out_specs=out_specs,
         compiler_params=plt.CompilerParams(num_warps=warps, num_stages=1),
         interpret=interpret,
         name="attention_backward",
     )
 
 
-@functools.cache
-def _fused_function(num_heads: int, rate: float, blocks: tuple, interpret: bool):
-    import jax
+def _keys(seed):
     import jax.numpy as jnp
 
     from trainer import kernels
 
-    def keys(seed):
-        return jnp.stack(kernels.hash_keys(seed))
+    return jnp.stack(kernels.hash_keys(seed))
+
+
+@functools.cache
+def _fused_function(num_heads: int, rate: float, blocks: tuple, interpret: bool):
+    import jax
 
     @jax.custom_vjp
     def fused(q, k, v, valid, seed):
         call = _forward_call(q.shape, num_heads, q.dtype.name, rate, blocks, interpret)
-        return call(keys(seed), valid, q, k, v)
+        return call(_keys(seed), valid, q, k, v)
 
     def forward(q, k, v, valid, seed):
         return fused(q, k, v, valid, seed), (q, k, v, valid, seed)
 
     def backward(saved, grad):
         q, k, v, valid, seed = saved
-        call = _backward_call(q.shape, num_heads, q.dtype.name, rate, blocks, interpret)
-        dq, dk, dv = call(keys(seed), valid, q, k, v, grad.astype(q.dtype))
+        call = _backward_call(q.shape, num_heads, q.dtype.name, rate, blocks, False, interpret)
+        dq, dk, dv = call(_keys(seed), valid, q, k, v, grad.astype(q.dtype))
         return dq, dk, dv, None, None
 
     fused.defvjp(forward, backward)
     return fused
+
+
+@functools.cache
+def _self_attention_function(num_heads: int, rate: float, blocks: tuple, interpret: bool):
+    import jax
+    import jax.numpy as jnp
+
+    from trainer import kernels
+
+    def run(x, weights, biases, valid, seed):
+        q, k, v = kernels.project_qkv(x, weights, biases)
+        call = _forward_call(q.shape, num_heads, q.dtype.name, rate, blocks, interpret)
+        return call(_keys(seed), valid, q, k, v), (q, k, v)
+
+    @jax.custom_vjp
+    def block(x, weights, biases, valid, seed):
+        return run(x, weights, biases, valid, seed)[0]
+
+    def forward(x, weights, biases, valid, seed):
+        context, qkv = run(x, weights, biases, valid, seed)
+        return context, (x, weights, biases, valid, seed, qkv)
+
+    def backward(saved, grad):
+        x, weights, biases, valid, seed, (q, k, v) = saved
+        call = _backward_call(q.shape, num_heads, q.dtype.name, rate, blocks, True, interpret)
+        joined, sums = call(_keys(seed), valid, q, k, v, grad.astype(q.dtype))
+        dbias = jnp.sum(sums, axis=(0, 1))
+        return (*kernels.qkv_gradients(x, weights, biases, joined, dbias), None, None)
+
+    block.defvjp(forward, backward)
+    return block
+
+
+def _checked(name: str, shape, num_heads: int, blocks: tuple) -> bool:
+    """Whether ``interpret`` is set to run the kernels interpreted; a ValueError naming ``name``
+    and the shape when ``refusal`` finds the shape unfit."""
+    import jax
+
+    reason = refusal(shape, num_heads, blocks)
+    if reason:
+        raise ValueError(f"{name}: queries of shape {tuple(shape)}: {reason}")
+    return jax.default_backend() != "gpu" if interpret is None else interpret
 
 
 def fused_attention(q, k, v, valid, seed, *, num_heads: int, rate: float, blocks: tuple = BLOCKS):
@@ -277,47 +361,63 @@ def fused_attention(q, k, v, valid, seed, *, num_heads: int, rate: float, blocks
     contiguous columns), ``valid`` bool or int [B, L] (True where a key may be attended) and
     ``seed`` uint32[2] of the probabilities' hash dropout at ``rate`` (JAX only; reverse-mode
     differentiation only)."""
-    import jax
     import jax.numpy as jnp
 
-    reason = refusal(q.shape, num_heads, blocks)
-    if reason:
-        raise ValueError(f"fused_attention: queries of shape {tuple(q.shape)}: {reason}")
-    interpreted = jax.default_backend() != "gpu" if interpret is None else interpret
+    interpreted = _checked("fused_attention", q.shape, num_heads, blocks)
     function = _fused_function(int(num_heads), float(rate), tuple(blocks), interpreted)
     return function(q, k, v, jnp.asarray(valid).astype(jnp.int32), jnp.asarray(seed, jnp.uint32))
 
 
-def attention(layer, q, k, v, mask, training):
-    """``trainer.layers.attention`` with ``fused_attention`` where it applies (JAX arrays, 16-bit
-    activations, hash dropout or none, a key mask [B, 1, 1, L], shapes ``refusal`` accepts);
-    elsewhere, symbolic builds included, the trainer's own."""
+def fused_self_attention(x, weights, biases, valid, seed, *, num_heads: int, rate: float,
+                         blocks: tuple = BLOCKS):  # fmt: skip
+    """``fused_attention`` of ``trainer.kernels.project_qkv(x, weights, biases)`` (16-bit ``x``
+    [B, L, H_in], three [H_in, H] kernels in its dtype, three [H] biases), differentiated as one:
+    the backward kernel writes q's, k's and v's gradients as the one [B, L, 3H] array that their
+    projections' gradients read, with its columns' sums, so that no kernel joins them."""
+    import jax.numpy as jnp
+
+    shape = (*x.shape[:-1], weights[0].shape[1])
+    interpreted = _checked("fused_self_attention", shape, num_heads, blocks)
+    function = _self_attention_function(int(num_heads), float(rate), tuple(blocks), interpreted)
+    valid = jnp.asarray(valid).astype(jnp.int32)
+    return function(x, tuple(weights), tuple(biases), valid, jnp.asarray(seed, jnp.uint32))
+
+
+def self_attention(layer, x, mask, training):
+    """``trainer.layers.self_attention`` with ``fused_self_attention`` where it applies (JAX
+    arrays, 16-bit activations, hash dropout or none, a key mask [B, 1, 1, L], shapes
+    ``refusal`` accepts); elsewhere, symbolic builds included, the trainer's own."""
     from trainer import layers
 
     config, dropout = layer.config, layer.attention_dropout
     rate = config.attention_probs_dropout_prob if training else 0.0
     hashed = rate == 0 or dropout.options.dropout_for(keras.backend.backend()) == "hash"
-    dtype = keras.backend.standardize_dtype(q.dtype)
+    dtype = keras.backend.standardize_dtype(layer.query.compute_dtype)
     usable = keras.backend.backend() == "jax" and dtype in ("bfloat16", "float16") and hashed
-    symbolic = isinstance(q, keras.KerasTensor)
+    symbolic = isinstance(x, keras.KerasTensor)
     if (
         symbolic
         or not usable
         or tuple(mask.shape[1:3]) != (1, 1)
-        or refusal(q.shape, config.num_attention_heads)
+        or refusal(x.shape, config.num_attention_heads)
     ):
-        return layers.default_attention(layer, q, k, v, mask, training)
+        return layers.default_self_attention(layer, x, mask, training)
     import jax.numpy as jnp
 
     global taken
     taken += 1
     seed = dropout.seed_generator.next() if rate > 0 else jnp.zeros((2,), jnp.uint32)
     valid = ops.reshape(mask, (mask.shape[0], mask.shape[-1]))
-    return fused_attention(q, k, v, valid, seed, num_heads=config.num_attention_heads, rate=rate)
+    projections = (layer.query, layer.key, layer.value)
+    return fused_self_attention(
+        ops.cast(x, dtype), [ops.cast(p.kernel, dtype) for p in projections],
+        [ops.convert_to_tensor(p.bias) for p in projections], valid, seed,
+        num_heads=config.num_attention_heads, rate=rate,
+    )  # fmt: skip
 
 
 def _trainer_attention(implementation: str, num_heads: int, rate: float):
-    """The trainer's attention (``trainer.layers.default_attention``) of q, k, v [B, L, H], a key
+    """The trainer's attention (``trainer.layers.attention``) of q, k, v [B, L, H], a key
     mask [B, 1, 1, L] and a seed, with ``implementation`` ``xla`` (hash dropout of the
     probabilities under that seed) or ``cudnn`` (cuDNN's own dropout), for ``sweep``."""
     import types
@@ -327,7 +427,7 @@ def _trainer_attention(implementation: str, num_heads: int, rate: float):
 
     def run(q, k, v, mask, seed):
         head_size = q.shape[-1] // num_heads
-        layer = types.SimpleNamespace(  # all that default_attention reads of a layer
+        layer = types.SimpleNamespace(  # all that attention reads of a layer
             config=types.SimpleNamespace(
                 num_attention_heads=num_heads, head_size=head_size, hidden_size=q.shape[-1],
                 attention_probs_dropout_prob=rate,
@@ -336,7 +436,7 @@ def _trainer_attention(implementation: str, num_heads: int, rate: float):
             attention_dropout=lambda probs, training: kernels.hash_dropout(probs, rate, seed),
         )  # fmt: skip
         layer.attention_dropout.static_seed = 1
-        return layers.default_attention(layer, q, k, v, mask, True)
+        return layers.attention(layer, q, k, v, mask, True)
 
     return run
 
@@ -344,13 +444,13 @@ def _trainer_attention(implementation: str, num_heads: int, rate: float):
 def sweep(batch: int, seq_len: int, num_heads: int, head_size: int, candidates: list[tuple], repeats: int,
           rate: float = 0.1, time_budget_s: float | None = None):  # fmt: skip
     """Yields the milliseconds of one forward and backward pass of attention with dropout on its
-        probabilities (the sum of the context times a fixed array, so that every gradient is formed)
-        on JAX's default device: cuDNN's (the trainer's default on a GPU; its own dropout mask, so
-        no errors), the trainer's XLA attention with hash dropout, then ``fused_attention`` with each
-        of ``candidates`` (blocks as ``BLOCKS``; those that do not fit the shapes, with the refusal as
-    their error) while ``time_budget_s`` allows. XLA's and the
-        kernels' with their gradients' errors (``gradient_errors``: of q, k and v, each against the
-        XLA attention's in float32 with the same dropout mask, as ``pallas_ffn.timed_gradient``)."""
+    probabilities (the sum of the context times a fixed array, so that every gradient is formed)
+    on JAX's default device: cuDNN's (the trainer's default on a GPU; its own dropout mask, so
+    no errors), the trainer's XLA attention with hash dropout, then ``fused_attention`` with
+    each of ``candidates`` (blocks as ``BLOCKS``; those that do not fit the shapes, with the
+    refusal as their error) while ``time_budget_s`` allows. XLA's and the kernels' with their
+    gradients' errors (``gradient_errors``: of q, k and v, each against the XLA attention's in
+    float32 with the same dropout mask, as ``pallas_ffn.timed_gradient``)."""
     import jax
     import jax.numpy as jnp
 

@@ -33,10 +33,13 @@ import keras
 from keras import ops
 
 # Rows per program and warps per program, forward and backward: first choices, not tuned on a
-# GPU (a row of 768 is loaded as 1,024 values; 8 and 16 warps keep 64 of each float32 block
-# per thread). The backward writes per-block partial sums, [R / 32, H] float32 each.
+# GPU (a row of 768 is loaded as 1,024 values; 8 warps keep 64 of each float32 block per
+# thread forward). The backward writes per-block partial sums, [R / 32, H] float32 each, and
+# takes its block's rows 8 at a time: compiled for an H100 (BERT-base), 32 rows at once spilled
+# registers with 16 warps (1.6 KB a thread; 512 threads get at most 128 registers each), and so
+# did 16 rows with 8 or 16 warps.
 BLOCK_ROWS, WARPS = 16, 8
-BACKWARD_BLOCK_ROWS, BACKWARD_WARPS = 32, 16
+BACKWARD_BLOCK_ROWS, BACKWARD_CHUNK_ROWS, BACKWARD_WARPS = 32, 8, 8
 # None: interpret the kernel unless JAX runs on a GPU. benchmarks.gpu_compile sets False: it
 # lowers for a GPU from a CPU process.
 interpret: bool | None = None
@@ -45,8 +48,9 @@ interpret: bool | None = None
 taken = 0
 
 
-def _dropped(values, keys_ref, block: int, seq_len: int, width: int, rate: float):
-    """Inside a kernel over ``block`` rows of ``[R, H]`` (padded columns): ``values`` with
+def _dropped(values, keys_ref, block: int, seq_len: int, width: int, rate: float, start: int = 0):
+    """Inside a kernel over ``block`` rows of ``[R, H]`` (padded columns), for its rows from
+    ``start`` on: ``values`` with
     ``trainer.kernels.hash_dropout``'s mask applied, the kept ones scaled in float32 and rounded
     once to their dtype. The mask's bits come from each element's position in the ``[B, L, H]``
     array and the keys ``keys_ref`` holds (``trainer.kernels.hash_keys``)."""
@@ -59,7 +63,7 @@ def _dropped(values, keys_ref, block: int, seq_len: int, width: int, rate: float
     from trainer.kernels import _mix32 as mix32
 
     shape = values.shape
-    row = pl.program_id(0) * block + jax.lax.broadcasted_iota(jnp.int32, shape, 0)
+    row = pl.program_id(0) * block + start + jax.lax.broadcasted_iota(jnp.int32, shape, 0)
     batch = (row // seq_len).astype(jnp.uint32)
     offset = ((row % seq_len) * width + jax.lax.broadcasted_iota(jnp.int32, shape, 1)).astype(jnp.uint32)
     bits = mix32(mix32(offset ^ keys_ref[0]) + mix32(batch ^ keys_ref[1]))
@@ -130,33 +134,38 @@ def _backward_call(rows: int, seq_len: int, width: int, dtype: str, rate: float,
 
     padded = 1 << (width - 1).bit_length()
     act = jnp.dtype(dtype)
-    block = BACKWARD_BLOCK_ROWS
+    block, chunk = BACKWARD_BLOCK_ROWS, min(BACKWARD_CHUNK_ROWS, BACKWARD_BLOCK_ROWS)
 
     def kernel(
         keys_ref, dy_ref, dr_ref, s_ref, mean_ref, rstd_ref, g_ref, ds_ref, da_ref, dg_ref, db_ref, dbias_ref
     ):
-        cols = jax.lax.broadcasted_iota(jnp.int32, (block, padded), 1)
+        cols = jax.lax.broadcasted_iota(jnp.int32, (chunk, padded), 1)
         valid = cols < width
         in_row = jax.lax.broadcasted_iota(jnp.int32, (1, padded), 1) < width
-        span = (slice(None), pl.ds(0, padded))
-        # The two copies' gradients, summed and rounded as autodiff sums a tensor read twice.
-        dy = plt.load(dy_ref.at[span], mask=valid, other=0).astype(jnp.float32)
-        dy += plt.load(dr_ref.at[span], mask=valid, other=0).astype(jnp.float32)
-        dy = dy.astype(act).astype(jnp.float32)
-        sf = plt.load(s_ref.at[span], mask=valid, other=0).astype(jnp.float32)
-        rstd = rstd_ref[...]
-        xhat = jnp.where(valid, (sf - mean_ref[...]) * rstd, 0.0)
-        g = dy * plt.load(g_ref.at[span], mask=in_row, other=0)
-        mean_g = jnp.sum(g, axis=1, keepdims=True) / width
-        mean_gx = jnp.sum(g * xhat, axis=1, keepdims=True) / width
-        ds = (rstd * (g - mean_g - xhat * mean_gx)).astype(act)
-        plt.store(ds_ref.at[span], ds, mask=valid)
-        da = _dropped(ds, keys_ref, block, seq_len, width, rate)
-        plt.store(da_ref.at[span], da, mask=valid)
-        plt.store(dg_ref.at[span], jnp.sum(dy * xhat, axis=0, keepdims=True), mask=in_row)
-        plt.store(db_ref.at[span], jnp.sum(dy, axis=0, keepdims=True), mask=in_row)
-        partial_bias = jnp.sum(jnp.where(valid, da.astype(jnp.float32), 0.0), axis=0, keepdims=True)
-        plt.store(dbias_ref.at[span], partial_bias, mask=in_row)
+        gamma = plt.load(g_ref.at[:, pl.ds(0, padded)], mask=in_row, other=0)
+        sums = [jnp.zeros((1, padded), jnp.float32) for _ in range(3)]  # gamma's, beta's, bias's
+        for start in range(0, block, chunk):  # rows in chunks: a whole block's would spill
+            span = (pl.ds(start, chunk), pl.ds(0, padded))
+            # The two copies' gradients, summed and rounded as autodiff sums a tensor read twice.
+            dy = plt.load(dy_ref.at[span], mask=valid, other=0).astype(jnp.float32)
+            dy += plt.load(dr_ref.at[span], mask=valid, other=0).astype(jnp.float32)
+            dy = dy.astype(act).astype(jnp.float32)
+            sf = plt.load(s_ref.at[span], mask=valid, other=0).astype(jnp.float32)
+            rstd = rstd_ref[pl.ds(start, chunk), :]
+            xhat = jnp.where(valid, (sf - mean_ref[pl.ds(start, chunk), :]) * rstd, 0.0)
+            g = dy * gamma
+            mean_g = jnp.sum(g, axis=1, keepdims=True) / width
+            mean_gx = jnp.sum(g * xhat, axis=1, keepdims=True) / width
+            ds = (rstd * (g - mean_g - xhat * mean_gx)).astype(act)
+            plt.store(ds_ref.at[span], ds, mask=valid)
+            da = _dropped(ds, keys_ref, block, seq_len, width, rate, start)
+            plt.store(da_ref.at[span], da, mask=valid)
+            sums[0] += jnp.sum(dy * xhat, axis=0, keepdims=True)
+            sums[1] += jnp.sum(dy, axis=0, keepdims=True)
+            sums[2] += jnp.sum(jnp.where(valid, da.astype(jnp.float32), 0.0), axis=0, keepdims=True)
+        whole_row = (slice(None), pl.ds(0, padded))
+        for ref, total in zip((dg_ref, db_ref, dbias_ref), sums, strict=True):
+            plt.store(ref.at[whole_row], total, mask=in_row)
 
     rows_spec = pl.BlockSpec((block, width), lambda i: (i, 0))
     stat = pl.BlockSpec((block, 1), lambda i: (i, 0))

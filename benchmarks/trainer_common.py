@@ -210,7 +210,8 @@ def torch_train_step(
 # sum, hash dropout and LayerNorm in Pallas kernels (benchmarks.pallas_norm); "pallas_ffn"
 # computes the feed-forward block's first product with the GELU in its epilogue, forward and
 # backward, as Pallas products (benchmarks.pallas_ffn); "pallas_attention" computes attention
-# with the hash dropout of its probabilities in one Pallas kernel forward and one backward
+# with the hash dropout of its probabilities in one Pallas kernel forward and one backward,
+# which writes the joined gradient that the query, key and value projections read
 # (benchmarks.pallas_attention).
 RUNS = {
     "keras_jax": ("keras_jax", {}),
@@ -459,7 +460,7 @@ def _keras_setup(spec: BenchSpec, overrides: dict, *, probe: bool = True):
         from benchmarks import pallas_attention
         from trainer import layers
 
-        layers.attention = pallas_attention.attention
+        layers.self_attention = pallas_attention.self_attention
     model = BertPretrainingModel(config, options)
     model.gradient_accumulation_steps = overrides.get("gradient_accumulation_steps", 1)
     # The trainer's optimizer: AdamW (no decay on LayerNorm and biases), global-norm clip 1.0;

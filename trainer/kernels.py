@@ -419,23 +419,35 @@ def _qkv_function():
             padded = jax.lax.pad(grad, zero, padding)
             joined = padded if joined is None else joined + padded
             offset += width
-        rows = tuple(range(x.ndim - 1))
-        dx = jnp.matmul(joined, jnp.concatenate(kernels, axis=1).T)
-        dkernel = jax.lax.dot_general(x, joined, ((rows, rows), ((), ())))  # [H, 3H]
-        dbias = jnp.sum(joined, axis=rows, dtype=jnp.float32)  # the biases were added in float32
-        starts = [sum(widths[:i]) for i in range(len(widths))]
-        dkernels = tuple(
-            jax.lax.slice_in_dim(dkernel, start, start + width, axis=1).astype(kernel.dtype)
-            for start, width, kernel in zip(starts, widths, kernels, strict=True)
-        )
-        dbiases = tuple(
-            jax.lax.slice_in_dim(dbias, start, start + width).astype(bias.dtype)
-            for start, width, bias in zip(starts, widths, biases, strict=True)
-        )
-        return dx.astype(x.dtype), dkernels, dbiases
+        # the biases were added in float32
+        dbias = jnp.sum(joined, axis=tuple(range(x.ndim - 1)), dtype=jnp.float32)
+        return qkv_gradients(x, kernels, biases, joined, dbias)
 
     qkv.defvjp(forward, backward)
     return qkv
+
+
+def qkv_gradients(x, kernels, biases, joined, dbias):
+    """The gradients of ``project_qkv``'s ``x``, kernels and biases from its outputs' gradients
+    joined as ``joined`` [..., 3H] (x's dtype), and the float32 sums of its columns ``dbias``
+    [3H]: one product for x's gradient, one for the kernels'."""
+    import jax
+    import jax.numpy as jnp
+
+    rows = tuple(range(x.ndim - 1))
+    widths = [kernel.shape[1] for kernel in kernels]
+    dx = jnp.matmul(joined, jnp.concatenate(kernels, axis=1).T)
+    dkernel = jax.lax.dot_general(x, joined, ((rows, rows), ((), ())))  # [H, 3H]
+    starts = [sum(widths[:i]) for i in range(len(widths))]
+    dkernels = tuple(
+        jax.lax.slice_in_dim(dkernel, start, start + width, axis=1).astype(kernel.dtype)
+        for start, width, kernel in zip(starts, widths, kernels, strict=True)
+    )
+    dbiases = tuple(
+        jax.lax.slice_in_dim(dbias, start, start + width).astype(bias.dtype)
+        for start, width, bias in zip(starts, widths, biases, strict=True)
+    )
+    return dx.astype(x.dtype), dkernels, dbiases
 
 
 def project_qkv(x, kernels, biases):

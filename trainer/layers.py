@@ -255,13 +255,29 @@ def feed_forward(layer, x, residual, training):
 default_feed_forward = feed_forward
 
 
+def self_attention(layer, x, mask, training):
+    """The attention context [B, L, H] of ``layer`` (a ``TransformerLayer``) over ``x`` [B, L, H]:
+    queries, keys and values (``project_qkv``), then ``attention``. A module-level function, so
+    that a benchmark can time fused kernels (``benchmarks.pallas_attention``, which falls back
+    to ``default_self_attention``)."""
+    # Heads are contiguous D-wide column blocks of each flat [H, H] kernel, as in HF.
+    projections, dtype = (layer.query, layer.key, layer.value), layer.query.compute_dtype
+    q, k, v = project_qkv(
+        ops.cast(x, dtype),
+        [ops.cast(p.kernel, dtype) for p in projections],
+        [ops.convert_to_tensor(p.bias) for p in projections],
+    )
+    return attention(layer, q, k, v, mask, training)
+
+
+default_self_attention = self_attention
+
+
 def attention(layer, q, k, v, mask, training):
     """The context [B, L, H] of ``layer``'s (a ``TransformerLayer``) queries, keys and values
     [B, L, H] under ``mask`` (bool [B, 1, 1, L], True where a key may be attended), with dropout on
     the attention probabilities when ``training``: cuDNN's fused attention where the kernel
-    options choose it (``trainer.kernels``), else XLA's. A module-level function, so that a
-    benchmark can time a fused kernel (``benchmarks.pallas_attention``, which falls back to
-    ``default_attention``)."""
+    options choose it (``trainer.kernels``), else XLA's."""
     cfg = layer.config
     batch, seq_len = ops.shape(q)[0], ops.shape(q)[1]
     heads_shape = (batch, seq_len, cfg.num_attention_heads, cfg.head_size)
@@ -292,9 +308,6 @@ def attention(layer, q, k, v, mask, training):
     elif context is None:
         context = ops.dot_product_attention(q, k, v, mask=full_mask)  # [B, L, N, D]
     return ops.reshape(context, (batch, seq_len, cfg.hidden_size))
-
-
-default_attention = attention
 
 
 class BertEmbeddings(keras.layers.Layer):
@@ -379,16 +392,6 @@ class TransformerLayer(keras.layers.Layer):
         self.output_layer_norm.build((None, None, h))
         self.built = True
 
-    def _attention(self, x, mask, training):
-        # Heads are contiguous D-wide column blocks of each flat [H, H] kernel, as in HF.
-        projections, dtype = (self.query, self.key, self.value), self.query.compute_dtype
-        q, k, v = project_qkv(
-            ops.cast(x, dtype),
-            [ops.cast(p.kernel, dtype) for p in projections],
-            [ops.convert_to_tensor(p.bias) for p in projections],
-        )
-        return attention(self, q, k, v, mask, training)
-
     def call(self, x, mask, training=False, residual=None):
         """Args: x [B, L, H]; mask bool [B, 1, 1, L], True where a key may be attended; residual
         the copy of x that the first residual sum reads (x itself when None).
@@ -396,7 +399,7 @@ class TransformerLayer(keras.layers.Layer):
         Returns the layer's output [B, L, H] and the copy of it the next layer's first residual
         sum reads (``residual_norm``)."""
         residual = x if residual is None else residual
-        context = self._attention(x, mask, training)
+        context = self_attention(self, x, mask, training)
         x, residual = residual_norm(
             self.attention_layer_norm, self.hidden_dropout, residual, self.attention_output, context, training
         )

@@ -29,12 +29,12 @@ def _masked(setup):
     return layer, x, (jnp.arange(x.shape[1])[None, :] < lengths[:, None])[:, None, None, :]
 
 
-def _layer(setup, attention, training):
-    layers.attention = attention
+def _layer(setup, self_attention, training):
+    layers.self_attention = self_attention
     try:
         return run(setup, layers.default_residual_norm, training)
     finally:
-        layers.attention = layers.default_attention
+        layers.self_attention = layers.default_self_attention
 
 
 def function() -> dict:
@@ -54,10 +54,24 @@ def function() -> dict:
         valid = mask.reshape(batch, seq_len)
         return pallas_attention.fused_attention(q, k, v, valid, seed, num_heads=heads, rate=rate)
 
-    out = {}
-    for name, f in (("trainer", trainer), ("pallas", fused)):
-        context, vjp = jax.vjp(lambda q, k, v, f=f: f(q, k, v, mask, seed), q, k, v)
-        out[name] = [np.asarray(a, np.float64) for a in (context, *vjp(dz))]
+    def outputs(f, *inputs):
+        context, vjp = jax.vjp(lambda q, k, v: f(q, k, v, mask, seed), *inputs)
+        return [np.asarray(a, np.float64) for a in (context, *vjp(dz.astype(context.dtype)))]
+
+    out = {"trainer": outputs(trainer, q, k, v), "pallas": outputs(fused, q, k, v)}
+    # Without dropout (evaluation's rate 0, where the trainer takes keras.ops.dot_product_attention,
+    # another rounding): the context and gradients of each against the trainer's in float32.
+    trainer0 = pallas_attention._trainer_attention("xla", heads, 0.0)
+
+    def fused0(q, k, v, mask, seed):
+        valid = mask.reshape(batch, seq_len)
+        return pallas_attention.fused_attention(q, k, v, valid, seed, num_heads=heads, rate=0.0)
+
+    exact = outputs(trainer0, *(a.astype(jnp.float32) for a in (q, k, v)))
+    without_dropout = {
+        name: [relative(a, e) for a, e in zip(outputs(f, q, k, v), exact, strict=True)]
+        for name, f in (("trainer", trainer0), ("pallas", fused0))
+    }
     # Queries of zeros attend every key alike (probability 1 / L); with values one-hot per key
     # the context's columns say which probabilities were dropped (0) or kept. Head n's D value
     # columns are one-hot for keys s = (n % 2) * D to s + D - 1.
@@ -76,6 +90,7 @@ def function() -> dict:
         "differing": [int((p != t).sum()) for p, t in zip(out["pallas"], out["trainer"], strict=True)],
         "largest_relative": [relative(p, t) for p, t in zip(out["pallas"], out["trainer"], strict=True)],
         "elements": int(out["trainer"][0].size),
+        "without_dropout_against_float32": without_dropout,
         "dropped_fraction": float(pairs.mean()),
         "dropped_as_hash_bits": bool((pairs == expected).all()),
     }
@@ -86,9 +101,9 @@ def main() -> None:
     mixed, exact = _masked(build("mixed_bfloat16")), _masked(build("float32"))
     result = {}
     for training in (True, False):
-        out, grads = _layer(mixed, layers.default_attention, training)
-        fused_out, fused_grads = _layer(mixed, pallas_attention.attention, training)
-        reference_out, reference = _layer(exact, layers.default_attention, training)
+        out, grads = _layer(mixed, layers.default_self_attention, training)
+        fused_out, fused_grads = _layer(mixed, pallas_attention.self_attention, training)
+        reference_out, reference = _layer(exact, layers.default_self_attention, training)
         result[f"training={training}"] = {
             "outputs_differing": int((fused_out != out).sum()),
             "outputs": int(out.size),
@@ -105,7 +120,7 @@ def main() -> None:
     result["blocks"] = list(pallas_attention.BLOCKS)
     result["function"] = function()
     result["refusals"] = {}
-    for shape, heads in (((2, 48, 128), 2), ((2, 32, 96), 2), ((2, 512, 128), 2)):
+    for shape, heads in (((2, 48, 128), 2), ((2, 32, 96), 2), ((2, 256, 128), 2), ((2, 32, 256), 2)):
         odd = jnp.zeros(shape, jnp.bfloat16)
         try:
             pallas_attention.fused_attention(odd, odd, odd, jnp.ones(shape[:2], bool), jnp.zeros(2, jnp.uint32),

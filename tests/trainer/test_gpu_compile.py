@@ -404,7 +404,7 @@ def test_the_benchmarks_pallas_attention_computes_the_trainers_attention():
     train = result["training=True"]
     assert train["outputs"] == 16_384 and train["outputs_differing"] == 0, train
     assert len(train["gradient_relative_errors"]) == 17
-    assert max(train["gradient_relative_errors"].values()) == 0.0, train
+    assert max(train["gradient_relative_errors"].values()) <= 1e-6, train  # 0 when last run
     # Without dropout the trainer's attention is keras.ops.dot_product_attention: the output as
     # close to the float32 layer's (the kernels keep the path with dropout's roundings).
     trainer_error, pallas_error = result["training=False"]["output_against_float32"]
@@ -417,15 +417,21 @@ def test_the_benchmarks_pallas_attention_computes_the_trainers_attention():
     assert max(f["differing"]) <= 16 and max(f["largest_relative"]) < 1e-3, f
     # The probabilities dropped are those hash_dropout drops at those [B, N, L, L] positions:
     # 10% of 16,384 pairs, within 3 standard deviations (0.7%).
+    # Without dropout (evaluation): context and gradients as close to the trainer's attention in
+    # float32 as bf16 allows (the kernels round the scores to bf16, as the path with dropout does;
+    # the trainer's keras.ops.dot_product_attention there does not, so it is closer).
+    errors = f["without_dropout_against_float32"]
+    assert max(errors["trainer"]) < 0.01 and max(errors["pallas"]) < 0.02, errors
     assert f["dropped_as_hash_bits"] is True, f
     assert abs(f["dropped_fraction"] - 0.1) < 0.007, f
     assert result["refusals"] == {
         "(2, 48, 128)": "fused_attention: queries of shape (2, 48, 128): sequence length 48 and head "
-        "size 64 must be powers of two (head size 16 or more)",
+        "size 64 must be powers of two",
         "(2, 32, 96)": "fused_attention: queries of shape (2, 32, 96): sequence length 32 and head "
-        "size 48 must be powers of two (head size 16 or more)",
-        "(2, 512, 128)": "fused_attention: queries of shape (2, 512, 128): sequence length 512 must be "
-        "at most 256 and a multiple of 16 queries",
+        "size 48 must be powers of two",
+        "(2, 256, 128)": "fused_attention: queries of shape (2, 256, 128): sequence length 256 must be "
+        "at most 128 and a multiple of 16 queries",
+        "(2, 32, 256)": "fused_attention: queries of shape (2, 32, 256): head size 128 must be 16 to 64",
     }
 
 
@@ -456,7 +462,7 @@ def test_the_pallas_attention_sweep_times_each_block_choice_and_names_the_fastes
     for mine, theirs in zip(good["gradient_errors"], xla["gradient_errors"], strict=True):
         assert mine <= 1.1 * theirs + 1e-4, (good, xla)
     assert abs(good["loss"] - xla["loss"]) < 1e-3 * abs(xla["loss"]) and good["ms"] > 0
-    assert "sequence length 32 must be at most 256 and a multiple of 64 queries" in refused["error"]
+    assert "sequence length 32 must be at most 128 and a multiple of 64 queries" in refused["error"]
     assert report["best"]["blocks"] == [16, 4, 32, 4]
     # the blocks a session passes on are read and checked when the module is imported
     env["PALLAS_ATTENTION_BLOCKS"] = "128,8,96,8"
