@@ -11,6 +11,7 @@ Usage: python -m tests.trainer.pallas_attention_run
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import jax
@@ -96,6 +97,44 @@ def function() -> dict:
     }
 
 
+def hook(mixed, exact) -> dict:
+    """``pallas_attention.self_attention`` called as the layer calls it: whether it advances the
+    attention dropout's seed as the trainer's path does, and which inputs it leaves to the
+    trainer's path (the number of calls that took the kernels, of each kind of input)."""
+    layer, x, mask = mixed
+    generator = layer.attention_dropout.seed_generator
+    start = np.asarray(generator.state.value)
+    states = {}
+    for name, f in (("trainer", layers.default_self_attention), ("pallas", pallas_attention.self_attention)):
+        generator.state.assign(start)
+        f(layer, x, mask, True)
+        states[name] = np.asarray(generator.state.value)
+    taken = {}
+
+    def count(name, setup, mask, training=True):
+        before = pallas_attention.taken
+        pallas_attention.self_attention(setup[0], setup[1], mask, training)
+        taken[name] = pallas_attention.taken - before
+
+    count("bf16", mixed, mask)
+    count("float32 layer", exact, exact[2])
+    count(
+        "a [B, 1, L, L] mask",
+        mixed,
+        jnp.broadcast_to(mask, (mask.shape[0], 1, mask.shape[-1], mask.shape[-1])),
+    )
+    options = [d.options for d in (layer.attention_dropout, layer.hidden_dropout)]
+    layer.attention_dropout.options = dataclasses.replace(options[0], dropout_rng="keras")
+    count("Keras dropout masks", mixed, mask)
+    count("Keras dropout masks, no dropout", mixed, mask, training=False)
+    layer.attention_dropout.options = options[0]
+    return {
+        "seed_advanced": bool((states["trainer"] != start).any()),
+        "seed_alike": bool((states["trainer"] == states["pallas"]).all()),
+        "taken": taken,
+    }
+
+
 def main() -> None:
     pallas_attention.taken = 0
     mixed, exact = _masked(build("mixed_bfloat16")), _masked(build("float32"))
@@ -117,6 +156,7 @@ def main() -> None:
             },
         }
     result["layers_traced"] = pallas_attention.taken
+    result["hook"] = hook(mixed, exact)
     result["blocks"] = list(pallas_attention.BLOCKS)
     result["function"] = function()
     result["refusals"] = {}

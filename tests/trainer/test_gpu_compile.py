@@ -400,6 +400,15 @@ def test_the_benchmarks_pallas_attention_computes_the_trainers_attention():
     result = run_module("tests.trainer.pallas_attention_run", backend="jax", env=env)
     assert result["blocks"] == [16, 4, 16, 4]
     assert result["layers_traced"] == 2  # the layer with the kernels, with and without dropout
+    # The hook draws the attention dropout's seed as the trainer's path does, and leaves to that
+    # path what the kernels do not compute: float32 activations, a full [B, 1, L, L] mask, and
+    # Keras' own dropout masks (but for evaluation, where nothing is dropped).
+    hook = result["hook"]
+    assert hook["seed_advanced"] and hook["seed_alike"], hook
+    assert hook["taken"] == {
+        "bf16": 1, "float32 layer": 0, "a [B, 1, L, L] mask": 0, "Keras dropout masks": 0,
+        "Keras dropout masks, no dropout": 1,
+    }  # fmt: skip
     # With dropout: the same roundings, the same elements dropped; on CPU the same bits.
     train = result["training=True"]
     assert train["outputs"] == 16_384 and train["outputs_differing"] == 0, train
