@@ -116,7 +116,8 @@ if [ "$task_s" -ge 90 ]; then
         | tee "$OUT/trainer_task.log" \
         || echo "trainer.task exited with $?"
 else
-    echo "== trainer.task skipped: $task_s s left before the deadline" | tee "$OUT/trainer_task.log"
+    echo "== trainer.task skipped: $((deadline - (SECONDS - start))) s left before the deadline" \
+        | tee "$OUT/trainer_task.log"
 fi
 left=$((deadline - (SECONDS - start)))
 echo "== $((SECONDS - start)) s gone, $left s left for the optional runs"

@@ -78,7 +78,7 @@ BLOCKS = _blocks(os.environ.get("PALLAS_ATTENTION_BLOCKS"))
 # None: interpret the kernels unless JAX runs on a GPU. benchmarks.gpu_compile sets False: it
 # lowers for a GPU from a CPU process.
 interpret: bool | None = None
-# How many layers took the kernels when traced (``attention``): a benchmark run records it, so
+# How many layers took the kernels when traced (``self_attention``): a benchmark run records it, so
 # that a fallback does not pass for the kernels.
 taken = 0
 # The longest sequence and the largest head one program takes whole (its [block_q, L] scores
@@ -399,7 +399,7 @@ def self_attention(layer, x, mask, training):
         symbolic
         or not usable
         or tuple(mask.shape[1:3]) != (1, 1)
-        or refusal(x.shape, config.num_attention_heads)
+        or refusal((*x.shape[:-1], config.hidden_size), config.num_attention_heads)
     ):
         return layers.default_self_attention(layer, x, mask, training)
     import jax.numpy as jnp
@@ -443,53 +443,70 @@ def _trainer_attention(implementation: str, num_heads: int, rate: float):
 
 def sweep(batch: int, seq_len: int, num_heads: int, head_size: int, candidates: list[tuple], repeats: int,
           rate: float = 0.1, time_budget_s: float | None = None):  # fmt: skip
-    """Yields the milliseconds of one forward and backward pass of attention with dropout on its
-    probabilities (the sum of the context times a fixed array, so that every gradient is formed)
-    on JAX's default device: cuDNN's (the trainer's default on a GPU; its own dropout mask, so
-    no errors), the trainer's XLA attention with hash dropout, then ``fused_attention`` with
-    each of ``candidates`` (blocks as ``BLOCKS``; those that do not fit the shapes, with the
-    refusal as their error) while ``time_budget_s`` allows. XLA's and the kernels' with their
-    gradients' errors (``gradient_errors``: of q, k and v, each against the XLA attention's in
-    float32 with the same dropout mask, as ``pallas_ffn.timed_gradient``)."""
+    """Yields the milliseconds of one forward and backward pass of a layer's self-attention (the
+    query, key and value projections, then attention with dropout on its probabilities; the sum
+    of the context times a fixed array, so that every gradient is formed) on JAX's default
+    device: with cuDNN's attention (the trainer's default on a GPU; its own dropout mask, so no
+    errors), with the trainer's XLA attention and hash dropout, then ``fused_self_attention``
+    (the runs' kernels) with each of ``candidates`` (blocks as ``BLOCKS``; those that do not fit
+    the shapes, with the refusal as their error) while ``time_budget_s`` allows. XLA's and the
+    kernels' with their gradients' errors (``gradient_errors``: of x, the three kernels and the
+    query's and value's biases, each against the XLA path's in float32 with the same dropout
+    mask, as ``pallas_ffn.timed_gradient``; the key bias is held fixed, its exact gradient being
+    zero: softmax ignores a shift shared by every key)."""
     import jax
     import jax.numpy as jnp
 
     from benchmarks import pallas_ffn
+    from trainer import kernels
 
     began = time.perf_counter()
-    keys = jax.random.split(jax.random.key(0), 5)
-    shape = (batch, seq_len, num_heads * head_size)
-    q, k, v, dz = (jax.random.normal(key, shape, jnp.bfloat16) for key in keys[:4])
+    keys = jax.random.split(jax.random.key(0), 9)
+    hidden = num_heads * head_size
+    x, dz = (jax.random.normal(key, (batch, seq_len, hidden), jnp.bfloat16) for key in keys[:2])
+    weights = [(jax.random.normal(key, (hidden, hidden)) * 0.05).astype(jnp.bfloat16) for key in keys[2:5]]
+    bq, bk, bv = (jax.random.normal(key, (hidden,)) * 0.05 for key in keys[5:8])
     # every example's keys valid up to a length of its own, from a quarter of the sequence up
-    lengths = jax.random.randint(keys[4], (batch,), seq_len // 4, seq_len + 1)
+    lengths = jax.random.randint(keys[8], (batch,), seq_len // 4, seq_len + 1)
     mask = (jnp.arange(seq_len)[None, :] < lengths[:, None])[:, None, None, :]
     seed = jnp.asarray([7, 11], jnp.uint32)
+    arrays = (x, *weights, bq, bv)
+
+    def trainer(implementation):
+        attention = _trainer_attention(implementation, num_heads, rate)
+
+        def block(x, wq, wk, wv, bq, bv):
+            q, k, v = kernels.project_qkv(x, (wq, wk, wv), (bq, bk.astype(bq.dtype), bv))
+            return attention(q, k, v, mask, seed)
+
+        return block
 
     def gradient(block):
-        def loss(q, k, v):
-            return jnp.sum(block(q, k, v, mask, seed).astype(jnp.float32) * dz.astype(jnp.float32))
+        def loss(*arrays):
+            return jnp.sum(block(*arrays).astype(jnp.float32) * dz.astype(jnp.float32))
 
-        return jax.jit(jax.value_and_grad(loss, (0, 1, 2)))
+        return jax.jit(jax.value_and_grad(loss, tuple(range(len(arrays)))))
 
-    xla = _trainer_attention("xla", num_heads, rate)
     with jax.default_matmul_precision("float32"):  # no TF32 for the reference
-        exact = gradient(xla)(*(a.astype(jnp.float32) for a in (q, k, v)))[1]
+        exact = gradient(trainer("xla"))(*(a.astype(jnp.float32) for a in arrays))[1]
 
     def timed(name, block, compared=True):
-        result = pallas_ffn.timed_gradient(name, gradient(block), (q, k, v), exact, repeats)
+        result = pallas_ffn.timed_gradient(name, gradient(block), arrays, exact, repeats)
         if not compared:
             result.pop("gradient_errors", None)  # another function: cuDNN drops other elements
         return result
 
-    yield timed("cudnn", _trainer_attention("cudnn", num_heads, rate), compared=False)
-    yield timed("xla", xla)
+    yield timed("cudnn", trainer("cudnn"), compared=False)
+    yield timed("xla", trainer("xla"))
+    valid = mask.reshape(batch, seq_len)
     for blocks in candidates:
         if time_budget_s is not None and time.perf_counter() - began > time_budget_s:
             return
 
-        def fused(q, k, v, mask, seed, blocks=tuple(blocks)):
-            valid = mask.reshape(mask.shape[0], mask.shape[-1])
-            return fused_attention(q, k, v, valid, seed, num_heads=num_heads, rate=rate, blocks=blocks)
+        def fused(x, wq, wk, wv, bq, bv, blocks=tuple(blocks)):
+            return fused_self_attention(
+                x, (wq, wk, wv), (bq, bk, bv), valid, seed, num_heads=num_heads, rate=rate, blocks=blocks
+            )
 
         yield {**timed(f"pallas {tuple(blocks)}", fused), "blocks": list(blocks)}
 

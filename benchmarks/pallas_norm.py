@@ -135,6 +135,8 @@ def _backward_call(rows: int, seq_len: int, width: int, dtype: str, rate: float,
     padded = 1 << (width - 1).bit_length()
     act = jnp.dtype(dtype)
     block, chunk = BACKWARD_BLOCK_ROWS, min(BACKWARD_CHUNK_ROWS, BACKWARD_BLOCK_ROWS)
+    if block % chunk:  # a partial last chunk would reach into the next program's rows
+        raise ValueError(f"BACKWARD_CHUNK_ROWS={chunk} does not divide BACKWARD_BLOCK_ROWS={block}")
 
     def kernel(
         keys_ref, dy_ref, dr_ref, s_ref, mean_ref, rstd_ref, g_ref, ds_ref, da_ref, dg_ref, db_ref, dbias_ref

@@ -413,11 +413,19 @@ def test_the_benchmarks_pallas_attention_computes_the_trainers_attention():
     train = result["training=True"]
     assert train["outputs"] == 16_384 and train["outputs_differing"] == 0, train
     assert len(train["gradient_relative_errors"]) == 17
-    assert max(train["gradient_relative_errors"].values()) <= 1e-6, train  # 0 when last run
+    # key/bias: its exact gradient is zero (softmax ignores a shift shared by every key), so its
+    # relative difference is rounding noise over rounding noise; the rest were 0 when last run.
+    checked = set(train["gradient_relative_errors"]) - {"key/bias"}
+    assert max(train["gradient_relative_errors"][g] for g in checked) <= 1e-6, train
     # Without dropout the trainer's attention is keras.ops.dot_product_attention: the output as
-    # close to the float32 layer's (the kernels keep the path with dropout's roundings).
-    trainer_error, pallas_error = result["training=False"]["output_against_float32"]
-    assert pallas_error <= 1.1 * trainer_error and pallas_error < 0.05, result["training=False"]
+    # close to the float32 layer's, each gradient within twice the trainer's error (the kernels
+    # keep the path with dropout's roundings: the scores rounded to bf16).
+    evaluation = result["training=False"]
+    trainer_error, pallas_error = evaluation["output_against_float32"]
+    assert pallas_error <= 1.1 * trainer_error and pallas_error < 0.05, evaluation
+    for g in checked:
+        trainer_error, pallas_error = evaluation["against_float32"][g]
+        assert pallas_error <= 2 * trainer_error + 1e-3, (g, evaluation["against_float32"][g])
     # The function alone (4 heads of 32, a sequence of 64, one example's keys masked from 40):
     # context and query gradient identical; the key and value gradients, summed in float32 over
     # the backward's 4 blocks of queries, within one bf16 step where they differ.
@@ -466,8 +474,9 @@ def test_the_pallas_attention_sweep_times_each_block_choice_and_names_the_fastes
     assert names == ["cudnn", "xla", "pallas (16, 4, 32, 4)", "pallas (64, 4, 64, 8)"]
     cudnn, xla, good, refused = report["results"]
     assert cudnn["error"] == "RuntimeError: cuDNN is not detected."
-    # q's, k's and v's gradients against the trainer's attention in float32, same mask: bf16-sized
-    assert len(xla["gradient_errors"]) == 3 and max(xla["gradient_errors"]) < 0.05 and xla["ms"] > 0
+    # The whole self-attention (the runs' joined kernels): x's, the three kernels' and the query's
+    # and value's biases' gradients against the trainer's path in float32, same mask: bf16-sized
+    assert len(xla["gradient_errors"]) == 6 and max(xla["gradient_errors"]) < 0.05 and xla["ms"] > 0
     for mine, theirs in zip(good["gradient_errors"], xla["gradient_errors"], strict=True):
         assert mine <= 1.1 * theirs + 1e-4, (good, xla)
     assert abs(good["loss"] - xla["loss"]) < 1e-3 * abs(xla["loss"]) and good["ms"] > 0
