@@ -527,24 +527,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seq_len", type=int, default=128)
     parser.add_argument("--heads", type=int, default=12)
     parser.add_argument("--head_size", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--out", default=None, help="also write the results as JSON here")
-    parser.add_argument(
-        "--time_budget_s", type=float, default=None, help="start no candidate after this many seconds"
-    )
-    parser.add_argument(
-        "--candidates", default=None,
-        help="JSON list of [block_q, warps, backward_block_q, backward_warps]; default: CANDIDATES",
-    )  # fmt: skip
+    pallas_ffn.add_sweep_flags(parser, "[block_q, warps, backward_block_q, backward_warps]")
     args = parser.parse_args(argv)
-    if keras.backend.backend() != "jax":
-        parser.error(f"Keras runs on {keras.backend.backend()}: set KERAS_BACKEND=jax")
-    try:
-        candidates = (
-            pallas_ffn.parsed_candidates(args.candidates, _checked_blocks) if args.candidates else CANDIDATES
-        )
-    except ValueError as e:
-        parser.error(str(e))
+    candidates = pallas_ffn.sweep_candidates(parser, args, _checked_blocks, CANDIDATES)
     results = sweep(
         args.batch_size, args.seq_len, args.heads, args.head_size, candidates, args.repeats,
         time_budget_s=args.time_budget_s,

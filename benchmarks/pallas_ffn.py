@@ -412,27 +412,37 @@ def report(results, prefix: str, out: str | None, facts: dict) -> None:
                 json.dump({**facts, "results": done, "best": chosen}, f, indent=1)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", type=int, default=256 * 128, help="batch * sequence length")
-    parser.add_argument("--hidden", type=int, default=768)
-    parser.add_argument("--intermediate", type=int, default=3072)
+def add_sweep_flags(parser: argparse.ArgumentParser, candidates_help: str) -> None:
+    """The flags every block sweep takes: --repeats, --out, --time_budget_s, --candidates."""
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--out", default=None, help="also write the results as JSON here")
     parser.add_argument(
         "--time_budget_s", type=float, default=None, help="start no candidate after this many seconds"
     )
     parser.add_argument(
-        "--candidates", default=None,
-        help="JSON list of [block_m, block_n, block_k, warps, stages]; default: CANDIDATES",
-    )  # fmt: skip
-    args = parser.parse_args(argv)
+        "--candidates", default=None, help=f"JSON list of {candidates_help}; default: CANDIDATES"
+    )
+
+
+def sweep_candidates(parser: argparse.ArgumentParser, args, check, default: list) -> list:
+    """The candidates a sweep's flags name (``default`` without --candidates), each made blocks
+    by ``check``; the parser's error (exit 2) for a bad entry or a backend other than JAX."""
     if keras.backend.backend() != "jax":
         parser.error(f"Keras runs on {keras.backend.backend()}: set KERAS_BACKEND=jax")
     try:
-        candidates = parsed_candidates(args.candidates, _checked_blocks) if args.candidates else CANDIDATES
+        return parsed_candidates(args.candidates, check) if args.candidates else default
     except ValueError as e:
         parser.error(str(e))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=256 * 128, help="batch * sequence length")
+    parser.add_argument("--hidden", type=int, default=768)
+    parser.add_argument("--intermediate", type=int, default=3072)
+    add_sweep_flags(parser, "[block_m, block_n, block_k, warps, stages]")
+    args = parser.parse_args(argv)
+    candidates = sweep_candidates(parser, args, _checked_blocks, CANDIDATES)
     results = sweep(args.rows, args.hidden, args.intermediate, candidates, args.repeats, args.time_budget_s)
     facts = {"rows": args.rows, "hidden": args.hidden, "intermediate": args.intermediate}
     report(results, "PALLAS_FFN", args.out, facts)

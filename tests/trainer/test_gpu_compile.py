@@ -340,21 +340,34 @@ def test_the_benchmarks_pallas_ffn_computes_the_trainers_feed_forward_block():
             assert errors["intermediate/bias"] < 0.5 * reference["intermediate/bias"], (name, errors)
 
 
+def _sweep(module: str, flags: list[str], out, candidates: str):
+    """Runs a block sweep (``module``'s main) on CPU with ``flags``, one repeat, the JSON to
+    ``out``; its command (candidates last), environment and finished process, which must exit 0."""
+    cmd = [
+        sys.executable,
+        "-m",
+        module,
+        *flags,
+        "--repeats",
+        "1",
+        "--out",
+        str(out),
+        "--candidates",
+        candidates,
+    ]
+    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return cmd, env, proc
+
+
 def test_the_pallas_ffn_sweep_times_each_block_choice_and_names_the_fastest(tmp_path):
     # What a GPU session runs before the Pallas runs (benchmarks/gpu_session.sh), on CPU in
     # interpret mode at a tiny size: XLA's block and each candidate, the ones that do not fit
     # the shapes recorded as errors, and the fastest good one on the PALLAS_FFN_BEST line.
-    from tests.trainer.scripts import REPO
-
     out = tmp_path / "sweep.json"
-    cmd = [
-        sys.executable, "-m", "benchmarks.pallas_ffn", "--rows", "128", "--hidden", "128",
-        "--intermediate", "512", "--repeats", "1", "--out", str(out),
-        "--candidates", "[[64, 128, 32, 4, 3], [96, 128, 64, 8, 3]]",
-    ]  # fmt: skip
-    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    flags = ["--rows", "128", "--hidden", "128", "--intermediate", "512"]
+    cmd, env, proc = _sweep("benchmarks.pallas_ffn", flags, out, "[[64, 128, 32, 4, 3], [96, 128, 64, 8, 3]]")
     assert proc.stdout.splitlines()[-1] == "PALLAS_FFN_BEST 64,128,32,4,3"
     results = json.loads(out.read_text())["results"]
     assert [r["name"] for r in results] == ["xla", "pallas (64, 128, 32, 4, 3)", "pallas (96, 128, 64, 8, 3)"]
@@ -456,17 +469,9 @@ def test_the_pallas_attention_sweep_times_each_block_choice_and_names_the_fastes
     # What a GPU session runs before the runs with Pallas attention (benchmarks/gpu_session.sh),
     # on CPU in interpret mode at a tiny size: cuDNN's attention (refused here), the trainer's
     # XLA attention and each candidate, and the fastest good one on the last line.
-    from tests.trainer.scripts import REPO
-
     out = tmp_path / "sweep.json"
-    cmd = [
-        sys.executable, "-m", "benchmarks.pallas_attention", "--batch_size", "2", "--seq_len", "32",
-        "--heads", "2", "--head_size", "16", "--repeats", "1", "--out", str(out),
-        "--candidates", "[[16, 4, 32, 4], [64, 4, 64, 8]]",
-    ]  # fmt: skip
-    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    flags = ["--batch_size", "2", "--seq_len", "32", "--heads", "2", "--head_size", "16"]
+    cmd, env, proc = _sweep("benchmarks.pallas_attention", flags, out, "[[16, 4, 32, 4], [64, 4, 64, 8]]")
     assert proc.stdout.splitlines()[-1] == "PALLAS_ATTENTION_BEST 16,4,32,4"
     report = json.loads(out.read_text())
     assert (report["batch_size"], report["seq_len"], report["heads"], report["head_size"]) == (2, 32, 2, 16)
