@@ -33,10 +33,10 @@ Runs (``--runs``, in order; each of ``--optional_runs`` starts only while ``--ti
   keras_jax_qkv_joined  keras_jax with queries, keys and values from one joined [H, 3H] product, split
                         (the form before trainer.kernels.project_qkv's three products)
   keras_jax_pallas_norm  keras_jax with each residual sum, hash dropout and LayerNorm in Pallas kernels,
-                        forward and backward (benchmarks.pallas_norm)
+                        forward and backward (--pallas_kernels norm, trainer.pallas.norm)
   keras_jax_pallas_ffn  keras_jax with the feed-forward block's first product as Pallas products, the
                         GELU in the forward's epilogue and its derivative in the backward's
-                        (benchmarks.pallas_ffn; blocks from PALLAS_FFN_BLOCKS)
+                        (--pallas_kernels ffn, trainer.pallas.ffn; blocks from PALLAS_FFN_BLOCKS)
   keras_jax_pallas_norm_ffn  both of the above
   keras_jax_cublas      keras_jax with every matrix product on cuBLASLt (no Triton products): biases
                         in the products' epilogues

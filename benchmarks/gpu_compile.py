@@ -36,7 +36,7 @@ alone, for any optimised HLO text (also a GPU dump)::
 Bytes of a kernel are its operands' plus its output's sizes: an upper estimate (a kernel that
 reads a slice of an operand is charged all of it).
 
-Pallas kernels (the run ``keras_jax_pallas_norm``) are lowered for the card too: Pallas asks
+Pallas kernels (``trainer.pallas``, the runs ``keras_jax_pallas_*``) are lowered for the card too: Pallas asks
 the device for its compute capability, which this script answers from the spec's device kind.
 
 ``--devices N`` compiles the step for N cards of the spec's kind, data parallel as the
@@ -248,14 +248,14 @@ def rank(text: str) -> list[dict]:
 
 def summarize(text: str) -> dict:
     """Totals of ``rank``: kernels, bytes, and those of matrix products and attention kernels
-    (cuDNN's, and benchmarks.pallas_attention's) apart."""
+    (cuDNN's, and trainer.pallas.attention's) apart."""
     groups = rank(text)
 
     def total(select) -> dict:
         chosen = [g for g in groups if select(g["group"])]
         return {"kernels": sum(g["count"] for g in chosen), "gb": sum(g["bytes"] for g in chosen) / 1e9}
 
-    def is_gemm(group: str) -> bool:  # XLA's products, cuBLAS' and Pallas' (benchmarks.pallas_ffn)
+    def is_gemm(group: str) -> bool:  # XLA's products, cuBLAS' and Pallas' (trainer.pallas.ffn)
         return "gemm" in group or "cublas" in group or "matmul" in group
 
     def is_attention(group: str) -> bool:
@@ -314,13 +314,13 @@ def compile_run(run: str, args) -> dict:
     try:  # Pallas' Triton lowering asks the device for its compute capability: none here
         from jax._src.pallas.triton import gpu_info, pallas_call_registration
 
-        from benchmarks import pallas_attention, pallas_ffn, pallas_norm
+        from trainer.pallas import attention, ffn, norm
 
         card = gpu_info.get_gpu_info_from_version(
             gpu_info.gpu_version_from_device_kind(devices[0].device_kind)
         )
         pallas_call_registration.gpu_info_lib.get_gpu_info = lambda: card
-        pallas_norm.interpret = pallas_ffn.interpret = pallas_attention.interpret = False
+        norm.interpret = ffn.interpret = attention.interpret = False
     except (ImportError, AttributeError, ValueError) as e:
         print(f"Pallas kernels cannot be lowered here ({e})", file=sys.stderr)
     spec = trainer_common.BenchSpec(

@@ -25,18 +25,19 @@
 # $OUT/hlo_after_optimizations.tar.gz (the optimised HLO of step 1's JAX runs),
 # $OUT/trainer_task.log and $OUT/gpu_bench_more.json (+ .log);
 # made to end within about 9.5 minutes of its start (one device call of at most 600 s):
-#   0. when a run below uses the Pallas feed-forward products (benchmarks.pallas_ffn), their
+#   0. when a run below uses the Pallas feed-forward products (trainer.pallas.ffn), their
 #      block shapes timed against XLA's block on the card (at most 80 s); the fastest whose
 #      gradients are about as close to float32 as XLA's goes to those runs (PALLAS_FFN_BLOCKS);
 #      likewise the Pallas attention's blocks against cuDNN's and XLA's attention (at most 50 s,
 #      PALLAS_ATTENTION_BLOCKS);
 #   1. the attention probe (cuDNN calls compiled, cuDNN dropout checked on the device), then our
 #      step (the trainer's defaults), our step with attention, the feed-forward products and
-#      residual, dropout and LayerNorm in Pallas kernels (benchmarks.pallas_attention,
-#      benchmarks.pallas_ffn, benchmarks.pallas_norm), PyTorch with torch.compile on the masked
+#      residual, dropout and LayerNorm in Pallas kernels (--pallas_kernels all, trainer.pallas),
+#      PyTorch with torch.compile on the masked
 #      positions, and our step with the Pallas kernels but attention (cuDNN's), each profiled,
 #      with the optimised HLO of ours;
-#   2. 300 steps of trainer.task itself (fit, callbacks, checkpoint, evaluation, export), cut
+#   2. 300 steps of trainer.task itself (fit, callbacks, checkpoint, evaluation, export), with
+#      --pallas_kernels all where step 1 found keras_jax_pallas_all faster than keras_jax, cut
 #      short where the deadline needs it, skipped when under 90 s are left;
 #   3. while the session's deadline allows: the Pallas attention alone, the Pallas feed-forward
 #      products alone, the Pallas LayerNorm kernels alone, queries, keys and values from one
@@ -106,13 +107,20 @@ fi
 # The trainer itself, end to end, on the GPU with NumPy synthetic batches (no TensorFlow there):
 # BERT-base, batch 256; its examples/s after the first window, against the bare step above,
 # is what fit, the callbacks and the input add. At most 200 s, less when the deadline is near.
-# Skipped when under 90 s are left: too short to compile and time BERT-base.
+# Skipped when under 90 s are left: too short to compile and time BERT-base. With
+# --pallas_kernels all when step 1 timed keras_jax_pallas_all faster than keras_jax.
+task_kernels=$(python3 -c "import json, sys
+speed = {r['run']: r.get('examples_per_s') or 0 for r in json.load(open(sys.argv[1]))['results']}
+print('all' if speed.get('keras_jax_pallas_all', 0) > speed.get('keras_jax', 0) > 0 else 'none')" \
+    "$OUT/gpu_bench.json" 2>/dev/null || echo none)
+echo "== trainer.task with --pallas_kernels $task_kernels"
 task_s=$((deadline - (SECONDS - start) - 10))
 task_s=$((task_s < 200 ? task_s : 200))
 if [ "$task_s" -ge 90 ]; then
     KERAS_BACKEND=jax timeout "$task_s" python3 -m trainer.task --synthetic_data --vocab_size 32000 \
         --model_size base --batch_size 256 --train_steps 300 --warmup_steps 30 --log_every 100 \
-        --checkpoint_every 300 --eval_steps 5 --model_dir /tmp/gpu_task ${GPU_SESSION_TASK_FLAGS:-} 2>&1 \
+        --checkpoint_every 300 --eval_steps 5 --model_dir /tmp/gpu_task --pallas_kernels "$task_kernels" \
+        ${GPU_SESSION_TASK_FLAGS:-} 2>&1 \
         | tee "$OUT/trainer_task.log" \
         || echo "trainer.task exited with $?"
 else

@@ -206,13 +206,12 @@ def torch_train_step(
 # trainer's form before its matrix product, trainer.kernels.add_rows); "welford" computes
 # LayerNorm's row statistics in one pass (_welford_row_moments); "qkv_joined" computes queries,
 # keys and values as one [H, 3H] product, split (trainer.layers.project_qkv_joined: the JAX
-# trainer's form before trainer.kernels.project_qkv); "pallas_norm" computes each residual
-# sum, hash dropout and LayerNorm in Pallas kernels (benchmarks.pallas_norm); "pallas_ffn"
-# computes the feed-forward block's first product with the GELU in its epilogue, forward and
-# backward, as Pallas products (benchmarks.pallas_ffn); "pallas_attention" computes attention
-# with the hash dropout of its probabilities in one Pallas kernel forward and one backward,
-# which writes the joined gradient that the query, key and value projections read
-# (benchmarks.pallas_attention).
+# trainer's form before trainer.kernels.project_qkv); "pallas_kernels" are the trainer's
+# --pallas_kernels (trainer.pallas): "norm" computes each residual sum, hash dropout and
+# LayerNorm in Pallas kernels; "ffn" the feed-forward block's first product with the GELU in its
+# epilogue, forward and backward, as Pallas products; "attention" attention with the hash
+# dropout of its probabilities in one Pallas kernel forward and one backward, which writes the
+# joined gradient that the query, key and value projections read.
 RUNS = {
     "keras_jax": ("keras_jax", {}),
     "keras_jax_xla": ("keras_jax", {"attention_impl": "xla"}),
@@ -229,14 +228,11 @@ RUNS = {
     "keras_jax_position_sum": ("keras_jax", {"position_sum": True}),
     "keras_jax_welford": ("keras_jax", {"welford": True}),
     "keras_jax_qkv_joined": ("keras_jax", {"qkv_joined": True}),
-    "keras_jax_pallas_norm": ("keras_jax", {"pallas_norm": True}),
-    "keras_jax_pallas_ffn": ("keras_jax", {"pallas_ffn": True}),
-    "keras_jax_pallas_norm_ffn": ("keras_jax", {"pallas_norm": True, "pallas_ffn": True}),
-    "keras_jax_pallas_attention": ("keras_jax", {"pallas_attention": True}),
-    "keras_jax_pallas_all": (
-        "keras_jax",
-        {"pallas_norm": True, "pallas_ffn": True, "pallas_attention": True},
-    ),
+    "keras_jax_pallas_norm": ("keras_jax", {"pallas_kernels": ("norm",)}),
+    "keras_jax_pallas_ffn": ("keras_jax", {"pallas_kernels": ("ffn",)}),
+    "keras_jax_pallas_norm_ffn": ("keras_jax", {"pallas_kernels": ("norm", "ffn")}),
+    "keras_jax_pallas_attention": ("keras_jax", {"pallas_kernels": ("attention",)}),
+    "keras_jax_pallas_all": ("keras_jax", {"pallas_kernels": ("norm", "ffn", "attention")}),
     # Every matrix product on cuBLAS(Lt) rather than XLA's autotuned choice between it and
     # Triton: biases then go into the products' epilogues.
     "keras_jax_cublas": (
@@ -422,13 +418,19 @@ def _keras_setup(spec: BenchSpec, overrides: dict, *, probe: bool = True):
     keras.utils.set_random_seed(spec.seed)
     config = _config(spec, overrides)
     options = KernelOptions(
-        attention=overrides.get("attention_impl", "auto"), dropout_rng=overrides.get("dropout_rng", "auto")
+        attention=overrides.get("attention_impl", "auto"),
+        dropout_rng=overrides.get("dropout_rng", "auto"),
+        pallas=overrides.get("pallas_kernels", ()),
     )
     if probe and keras.backend.backend() == "jax":  # as trainer.task does: settle auto with a compile probe
         from trainer import kernels
 
         options = kernels.resolve(
-            options, config=config, seq_len=spec.seq_length, dtype=keras.config.dtype_policy().compute_dtype
+            options,
+            config=config,
+            seq_len=spec.seq_length,
+            dtype=keras.config.dtype_policy().compute_dtype,
+            batch_size=spec.batch_size // overrides.get("gradient_accumulation_steps", 1),
         )
     if overrides.get("keras_gelu"):  # the GELU before trainer.layers.activation, to compare
         from trainer import layers
@@ -446,21 +448,6 @@ def _keras_setup(spec: BenchSpec, overrides: dict, *, probe: bool = True):
         from trainer import layers
 
         layers.project_qkv = layers.project_qkv_joined
-    if overrides.get("pallas_norm"):
-        from benchmarks import pallas_norm
-        from trainer import layers
-
-        layers.residual_norm = pallas_norm.residual_norm
-    if overrides.get("pallas_ffn"):
-        from benchmarks import pallas_ffn
-        from trainer import layers
-
-        layers.feed_forward = pallas_ffn.feed_forward
-    if overrides.get("pallas_attention"):
-        from benchmarks import pallas_attention
-        from trainer import layers
-
-        layers.self_attention = pallas_attention.self_attention
     model = BertPretrainingModel(config, options)
     model.gradient_accumulation_steps = overrides.get("gradient_accumulation_steps", 1)
     # The trainer's optimizer: AdamW (no decay on LayerNorm and biases), global-norm clip 1.0;
@@ -551,21 +538,19 @@ def run_keras_jax(spec: BenchSpec, overrides: dict) -> dict:
     if stats:
         extra["peak_memory_gib"] = stats.get("peak_bytes_in_use", 0) / 2**30
     extra.update(_compiled_sizes(compiled))
-    if overrides.get("pallas_ffn"):  # the blocks used, and how many layers took the kernels
-        from benchmarks import pallas_ffn
+    pallas_kinds = overrides.get("pallas_kernels", ())
+    if "ffn" in pallas_kinds:  # the blocks used, and how many layers took the kernels
+        from trainer.pallas import ffn
 
-        extra["pallas_ffn"] = {"blocks": list(pallas_ffn.BLOCKS), "layers_traced": pallas_ffn.taken}
-    if overrides.get("pallas_norm"):
-        from benchmarks import pallas_norm
+        extra["pallas_ffn"] = {"blocks": list(ffn.BLOCKS), "layers_traced": ffn.taken}
+    if "norm" in pallas_kinds:
+        from trainer.pallas import norm
 
-        extra["pallas_norm"] = {"sublayers_traced": pallas_norm.taken}
-    if overrides.get("pallas_attention"):
-        from benchmarks import pallas_attention
+        extra["pallas_norm"] = {"sublayers_traced": norm.taken}
+    if "attention" in pallas_kinds:
+        from trainer.pallas import attention
 
-        extra["pallas_attention"] = {
-            "blocks": list(pallas_attention.BLOCKS),
-            "layers_traced": pallas_attention.taken,
-        }
+        extra["pallas_attention"] = {"blocks": list(attention.BLOCKS), "layers_traced": attention.taken}
     return _finish(spec, config, timing, extra)
 
 

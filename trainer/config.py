@@ -23,6 +23,24 @@ PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 DATA_RESUME_MODES = ("reshuffle", "skip")
 ATTENTION_IMPLS = ("auto", "xla", "cudnn")
 DROPOUT_RNGS = ("auto", "keras", "rbg", "hash")
+PALLAS_KINDS = ("norm", "ffn", "attention")
+
+
+def pallas_kinds(text: str) -> tuple[str, ...]:
+    """``--pallas_kernels``: ``none``, ``all`` or a comma-separated list of ``PALLAS_KINDS``, as
+    the kinds in ``PALLAS_KINDS`` order; a ValueError naming the flag otherwise."""
+    text = text.strip()
+    if text in ("", "none"):
+        return ()
+    if text == "all":
+        return PALLAS_KINDS
+    named = [part.strip() for part in text.split(",")]
+    unknown = [part for part in named if part not in PALLAS_KINDS]
+    _check(
+        not unknown,
+        f"--pallas_kernels {text!r}: {', '.join(map(repr, unknown))} not among {PALLAS_KINDS} (or none, all)",
+    )
+    return tuple(kind for kind in PALLAS_KINDS if kind in named)
 
 
 def _check(condition: bool, message: str) -> None:
@@ -296,10 +314,13 @@ class KernelOptions:
         attention: ``"auto"``, ``"xla"`` or ``"cudnn"`` (``--attention_impl``).
         dropout_rng: ``"auto"`` (``hash`` on JAX, ``keras`` on TensorFlow), ``"keras"``,
             ``"rbg"`` or ``"hash"`` (``--dropout_rng``).
+        pallas: which parts of each layer run in the Pallas kernels of ``trainer.pallas``
+            (``--pallas_kernels``): some of ``PALLAS_KINDS``, none by default.
     """
 
     attention: str = "auto"
     dropout_rng: str = "auto"
+    pallas: tuple[str, ...] = ()
 
     def __post_init__(self):
         _check(
@@ -309,6 +330,10 @@ class KernelOptions:
         _check(
             self.dropout_rng in DROPOUT_RNGS,
             f"--dropout_rng must be one of {DROPOUT_RNGS}, got {self.dropout_rng!r}",
+        )
+        _check(
+            isinstance(self.pallas, tuple) and set(self.pallas) <= set(PALLAS_KINDS),
+            f"--pallas_kernels must name some of {PALLAS_KINDS}, got {self.pallas!r}",
         )
 
     def dropout_for(self, backend: str) -> str:
@@ -329,4 +354,8 @@ class KernelOptions:
         _check(
             self.dropout_rng in ("auto", "keras"),
             f"--dropout_rng {self.dropout_rng} needs KERAS_BACKEND=jax, not {backend}",
+        )
+        _check(
+            not self.pallas,
+            f"--pallas_kernels {','.join(self.pallas)} needs KERAS_BACKEND=jax, not {backend}",
         )

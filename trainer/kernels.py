@@ -1,7 +1,8 @@
 """Kernel choices for the JAX backend: cuDNN fused attention with dropout, cheaper dropout bits.
 
 Two choices, both runtime options (``trainer.config.KernelOptions``), never part of the model
-or its export:
+or its export (a third, ``pallas``, puts parts of each layer in Pallas kernels: ``trainer.pallas``,
+checked by ``resolve``):
 
 - ``attention``: ``xla`` computes attention with ``keras.ops`` (scores, softmax, and with
   attention dropout the probabilities materialised as a [B, N, L, L] array, forward and
@@ -175,17 +176,29 @@ def probe_cudnn_attention(*, num_heads: int, head_size: int, seq_len: int, dtype
     return None
 
 
-def resolve(options: KernelOptions, *, config, seq_len: int, dtype) -> KernelOptions:
+def resolve(
+    options: KernelOptions, *, config, seq_len: int, dtype, batch_size: int | None = None
+) -> KernelOptions:
     """``options`` with ``attention="auto"`` made ``cudnn`` or ``xla`` for this run, and
     ``dropout_rng="auto"`` the generator of this backend (both logged).
 
-    ``cudnn`` only when ``auto_refusal`` finds nothing and a probe at the run's sizes compiles.
+    ``cudnn`` only when ``auto_refusal`` finds nothing and a probe at the run's sizes compiles;
+    ``xla`` without a probe when the Pallas kernels compute attention. Pallas kernels
+    (``options.pallas``) are checked against the run (``trainer.pallas.check``, with
+    ``batch_size`` examples a step and a micro-batch) and refused with every reason.
     """
     backend = keras.backend.backend()
     dropout_rng = options.dropout_for(backend)
     if dropout_rng != options.dropout_rng:
         log.info("dropout masks: %s (--dropout_rng auto on %s)", dropout_rng, backend)
         options = dataclasses.replace(options, dropout_rng=dropout_rng)
+    if options.pallas:
+        from trainer import pallas
+
+        _check_conflicts(options)
+        if batch_size is None:
+            raise ValueError("resolve: the Pallas kernels need the batch size to check their shapes")
+        pallas.check(options, config=config, batch_size=batch_size, seq_len=seq_len, dtype=dtype)
     if backend != "jax":
         return options
     distribution = keras.distribution.distribution()
@@ -198,6 +211,9 @@ def resolve(options: KernelOptions, *, config, seq_len: int, dtype) -> KernelOpt
         )
     if options.attention != "auto":
         return options
+    if "attention" in options.pallas:
+        log.info("attention: Pallas kernels (--pallas_kernels attention)")
+        return dataclasses.replace(options, attention="xla")
     reason = auto_refusal(dtype)
     if reason is None:
         reason = probe_cudnn_attention(
@@ -214,6 +230,13 @@ def resolve(options: KernelOptions, *, config, seq_len: int, dtype) -> KernelOpt
         return dataclasses.replace(options, attention="xla")
     log.info("attention: cuDNN fused attention, dropout inside the kernel (probe ran at L=%d)", seq_len)
     return dataclasses.replace(options, attention="cudnn")
+
+
+def _check_conflicts(options: KernelOptions) -> None:
+    if "attention" in options.pallas and options.attention == "cudnn":
+        raise ValueError(
+            "--pallas_kernels attention and --attention_impl cudnn both name attention's kernel; keep one"
+        )
 
 
 def attention_or_none(options: KernelOptions, q, k, v, mask, *, scale: float, dropout_rate: float, seed: int):

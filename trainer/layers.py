@@ -227,39 +227,59 @@ def project_qkv_joined(x, weights, biases):
 
 def residual_norm(norm, dropout, residual, dense, inputs, training):
     """``norm(residual + dropout(dense(inputs)))``: a sublayer's output, its dropout, the residual
-    sum and LayerNorm. A module-level function, so that a benchmark can time a fused kernel
-    (``benchmarks.pallas_norm``, which falls back to ``default_residual_norm``).
+    sum and LayerNorm; in ``trainer.pallas.norm``'s kernels when the kernel options name ``norm``
+    (``--pallas_kernels``), else ``default_residual_norm``.
 
     Returns the result twice: the copy the next product reads and the copy the next residual sum
     reads. Here they are one tensor; a fused kernel returns two, so that their gradients reach
     its backward pass apart and it sums them itself (autodiff sums the gradients of a tensor
     read twice in a kernel of its own)."""
+    if "norm" in dropout.options.pallas:
+        from trainer.pallas import norm as pallas_norm
+
+        return pallas_norm.residual_norm(norm, dropout, residual, dense, inputs, training)
+    return default_residual_norm(norm, dropout, residual, dense, inputs, training)
+
+
+def default_residual_norm(norm, dropout, residual, dense, inputs, training):
+    """``residual_norm`` in XLA: Keras layers and ops."""
     y = norm(residual + dropout(dense(inputs), training=training))
     return y, y
-
-
-default_residual_norm = residual_norm
 
 
 def feed_forward(layer, x, residual, training):
     """The second sublayer of ``layer`` (a ``TransformerLayer``): ``x``'s GELU feed-forward
     block, its dropout, the residual sum with ``residual`` and LayerNorm (``residual_norm``,
-    whose pair it returns). A module-level function, so that a benchmark can time a fused
-    kernel (``benchmarks.pallas_ffn``, which falls back to ``default_feed_forward``)."""
+    whose pair it returns); the first product and its GELU in ``trainer.pallas.ffn``'s kernels
+    when the kernel options name ``ffn``, else ``default_feed_forward``."""
+    if "ffn" in layer.kernel_options.pallas:
+        from trainer.pallas import ffn
+
+        return ffn.feed_forward(layer, x, residual, training)
+    return default_feed_forward(layer, x, residual, training)
+
+
+def default_feed_forward(layer, x, residual, training):
+    """``feed_forward`` with both products and the GELU in XLA."""
     ff = activation(layer.config, layer.intermediate(x))  # [B, L, I]
     return residual_norm(
         layer.output_layer_norm, layer.hidden_dropout, residual, layer.output_dense, ff, training
     )
 
 
-default_feed_forward = feed_forward
-
-
 def self_attention(layer, x, mask, training):
     """The attention context [B, L, H] of ``layer`` (a ``TransformerLayer``) over ``x`` [B, L, H]:
-    queries, keys and values (``project_qkv``), then ``attention``. A module-level function, so
-    that a benchmark can time fused kernels (``benchmarks.pallas_attention``, which falls back
-    to ``default_self_attention``)."""
+    queries, keys and values, then attention; in ``trainer.pallas.attention``'s kernels when
+    the kernel options name ``attention``, else ``default_self_attention``."""
+    if "attention" in layer.kernel_options.pallas:
+        from trainer.pallas import attention as pallas_attention
+
+        return pallas_attention.self_attention(layer, x, mask, training)
+    return default_self_attention(layer, x, mask, training)
+
+
+def default_self_attention(layer, x, mask, training):
+    """``self_attention`` in XLA (``project_qkv``), then ``attention``."""
     # Heads are contiguous D-wide column blocks of each flat [H, H] kernel, as in HF.
     projections, dtype = (layer.query, layer.key, layer.value), layer.query.compute_dtype
     q, k, v = project_qkv(
@@ -268,9 +288,6 @@ def self_attention(layer, x, mask, training):
         [ops.convert_to_tensor(p.bias) for p in projections],
     )
     return attention(layer, q, k, v, mask, training)
-
-
-default_self_attention = self_attention
 
 
 def attention(layer, q, k, v, mask, training):

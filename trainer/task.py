@@ -43,6 +43,7 @@ from trainer.config import (
     BertConfig,
     KernelOptions,
     TrainConfig,
+    pallas_kinds,
 )
 from trainer.distribute import STRATEGIES
 
@@ -153,6 +154,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="JAX backend: hash (auto's choice) computes each mask element from its position and "
         "the seed, again in the backward pass; rbg: XLA's RngBitGenerator (one accelerator); "
         "keras: Keras' generator (auto's choice on TensorFlow)",
+    )
+    g.add_argument(
+        "--pallas_kernels",
+        type=_pallas_kinds,
+        default=(),
+        metavar="{none,all,norm,ffn,attention}",
+        help="JAX backend on one NVIDIA GPU, bf16: run these parts of each layer in Pallas (Triton) "
+        "kernels (a comma-separated list, or all): norm = residual sum, dropout and LayerNorm; ffn "
+        "= the first feed-forward product with its GELU; attention = attention with its dropout "
+        "(sequences up to 128). Default none (docs/trainer.md)",
     )
     g.add_argument("--steps_per_execution", type=int, default=d.steps_per_execution)
     g.add_argument("--checkpoint_every", type=int, default=d.checkpoint_every)
@@ -300,7 +311,9 @@ def run(args: argparse.Namespace) -> dict:
     from trainer.distribute import create_runtime
 
     train_config = train_config_from_args(args)
-    kernel_options = KernelOptions(attention=args.attention_impl, dropout_rng=args.dropout_rng)
+    kernel_options = KernelOptions(
+        attention=args.attention_impl, dropout_rng=args.dropout_rng, pallas=args.pallas_kernels
+    )
     kernel_options.check_backend()
     spec = data_spec_from_args(args)
     config, init_weights = bert_config_from_args(args, spec)
@@ -316,10 +329,20 @@ def run(args: argparse.Namespace) -> dict:
     )
     if args.precision == "auto" and runtime.bf16:
         train_config = dataclasses.replace(train_config, precision="mixed_bfloat16")
+    micro_batches = train_config.gradient_accumulation_steps
+    if kernel_options.pallas and spec is not None:  # before anything is written or compiled
+        from trainer import pallas
+
+        pallas.check(
+            kernel_options,
+            config=config,
+            batch_size=train_config.batch_size // micro_batches,
+            seq_len=spec.max_seq_length,
+            dtype=keras.DTypePolicy(train_config.precision).compute_dtype,
+        )
     if runtime_is_chief():
         check_model_dir(args.model_dir, config, train_config)
     logger.info("backend %s on %s, %d replica(s)", runtime.backend, runtime.description, runtime.num_replicas)
-    micro_batches = train_config.gradient_accumulation_steps
     if train_config.batch_size % (runtime.num_replicas * micro_batches):
         raise ValueError(
             f"--batch_size {train_config.batch_size} is not divisible by {runtime.num_replicas} replicas"
@@ -358,6 +381,7 @@ def run(args: argparse.Namespace) -> dict:
             config=config,
             seq_len=spec.max_seq_length,
             dtype=keras.config.dtype_policy().compute_dtype,
+            batch_size=train_config.batch_size // micro_batches,
         )
     with runtime.scope():
         model = BertPretrainingModel(config, kernel_options)
@@ -402,6 +426,13 @@ def run(args: argparse.Namespace) -> dict:
         export_model(model, config, export_dir, state)
         logger.info("exported the model to %s", export_dir)
     return state
+
+
+def _pallas_kinds(text: str) -> tuple[str, ...]:
+    try:
+        return pallas_kinds(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _size(shape) -> int:
@@ -610,6 +641,13 @@ class _Training:
                     "saving its checkpoint; run the same command to resume"
                 )
             logger.info("training done at step %d", cfg.train_steps)
+            if self.model.kernel_options.pallas:
+                from trainer import pallas
+
+                logger.info(
+                    "Pallas kernels traced into the steps: %s",
+                    pallas.traced(self.model.kernel_options.pallas),
+                )
             if cfg.train_steps % cfg.checkpoint_every:
                 self.save(cfg.train_steps, loop.last_train_metrics)
         else:

@@ -1,6 +1,6 @@
 """Run as a script under KERAS_BACKEND=jax (CPU), with PALLAS_ATTENTION_BLOCKS set to blocks that
 split its sequence of 32: a mixed_bfloat16 ``TransformerLayer`` with the trainer's XLA attention
-(hash dropout) and with ``benchmarks.pallas_attention``'s kernels (Pallas interpret mode), on
+(hash dropout) and with ``trainer.pallas.attention``'s kernels (Pallas interpret mode), on
 the same weights, inputs and seeds, with and without dropout, some keys masked: outputs and
 gradients, each against the same layer in float32 too (without dropout the trainer's
 attention is ``keras.ops.dot_product_attention``, another rounding); then the function alone,
@@ -18,9 +18,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks import pallas_attention
+from benchmarks import pallas_attention as attention_sweep
 from tests.trainer.pallas_norm_run import build, relative, run
 from trainer import kernels, layers
+from trainer.pallas import attention as pallas_attention
 
 
 def _masked(setup):
@@ -49,7 +50,7 @@ def function() -> dict:
     )
     mask = (jnp.arange(seq_len)[None, :] < jnp.asarray([64, 40])[:, None])[:, None, None, :]
     seed, rate = jnp.asarray([3, 5], jnp.uint32), 0.1
-    trainer = pallas_attention._trainer_attention("xla", heads, rate)
+    trainer = attention_sweep._trainer_attention("xla", heads, rate)
 
     def fused(q, k, v, mask, seed):
         valid = mask.reshape(batch, seq_len)
@@ -62,7 +63,7 @@ def function() -> dict:
     out = {"trainer": outputs(trainer, q, k, v), "pallas": outputs(fused, q, k, v)}
     # Without dropout (evaluation's rate 0, where the trainer takes keras.ops.dot_product_attention,
     # another rounding): the context and gradients of each against the trainer's in float32.
-    trainer0 = pallas_attention._trainer_attention("xla", heads, 0.0)
+    trainer0 = attention_sweep._trainer_attention("xla", heads, 0.0)
 
     def fused0(q, k, v, mask, seed):
         valid = mask.reshape(batch, seq_len)

@@ -1,6 +1,6 @@
 """Run as a script under KERAS_BACKEND=jax (CPU): a mixed_bfloat16 ``TransformerLayer`` with the
-trainer's feed-forward block and with ``benchmarks.pallas_ffn``'s Pallas products (interpret
-mode), alone and with ``benchmarks.pallas_norm``'s kernels, on the same weights and inputs, with
+trainer's feed-forward block and with ``trainer.pallas.ffn``'s Pallas products (interpret
+mode), alone and with ``trainer.pallas.norm``'s kernels, on the same weights and inputs, with
 and without dropout, each against the same layer in float32: outputs and gradients; and the two
 kernels alone against float64. Prints one JSON line, ``RESULT {...}``.
 
@@ -15,9 +15,10 @@ import math
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks import pallas_ffn, pallas_norm
 from tests.trainer.pallas_norm_run import build, relative, run
 from trainer import layers
+from trainer.pallas import ffn as pallas_ffn
+from trainer.pallas import norm as pallas_norm
 
 
 def _ulps(got, want) -> np.ndarray:

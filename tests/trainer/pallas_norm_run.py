@@ -1,5 +1,5 @@
 """Run as a script under KERAS_BACKEND=jax (CPU): a mixed_bfloat16 ``TransformerLayer`` with the
-trainer's residual, dropout and LayerNorm, and with ``benchmarks.pallas_norm``'s fused kernel
+trainer's residual, dropout and LayerNorm, and with ``trainer.pallas.norm``'s fused kernel
 (Pallas interpret mode), on the same weights and inputs, with and without dropout: their
 outputs and gradients. Prints one JSON line, ``RESULT {...}``.
 
@@ -15,9 +15,9 @@ import jax.numpy as jnp
 import keras
 import numpy as np
 
-from benchmarks import pallas_norm
 from trainer import layers
 from trainer.config import BertConfig, KernelOptions
+from trainer.pallas import norm as pallas_norm
 
 
 def build(policy: str):

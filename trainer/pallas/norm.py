@@ -1,6 +1,6 @@
 """A fused residual sum, hash dropout and LayerNorm, forward and backward each one Pallas (Triton)
-kernel, for the benchmark run ``keras_jax_pallas_norm`` (``benchmarks.trainer_common``): not in
-the trainer.
+kernel: ``--pallas_kernels norm`` (``trainer.pallas``), the benchmark run
+``keras_jax_pallas_norm`` (``benchmarks.trainer_common``).
 
 XLA computes ``LayerNorm(residual + dropout(x @ W + b))`` in three memory-bound kernels forward
 (compiled for an H100, 327 MB per LayerNorm at BERT-base, batch 256; it stores the dropout mask
@@ -240,6 +240,16 @@ def _whole_blocks(shape) -> bool:
     return (shape[0] * shape[1]) % math.lcm(BLOCK_ROWS, BACKWARD_BLOCK_ROWS) == 0
 
 
+def refusal(shape) -> str | None:
+    """Why activations of ``shape`` [B, L, H] do not fit the kernels, or None."""
+    if _whole_blocks(shape):
+        return None
+    return (
+        f"batch x sequence length = {shape[0] * shape[1]} rows, not a multiple of "
+        f"{math.lcm(BLOCK_ROWS, BACKWARD_BLOCK_ROWS)}"
+    )
+
+
 def fused_residual_norm(x, bias, residual, gamma, beta, seed, *, rate: float, epsilon: float):
     """``LayerNorm(residual + hash_dropout(x + bias))`` of 16-bit ``x`` and ``residual`` [B, L, H],
     ``bias`` [H] in their dtype, ``gamma`` and ``beta`` [H] float32, ``seed`` uint32[2] (JAX only;
@@ -259,21 +269,29 @@ def fused_residual_norm(x, bias, residual, gamma, beta, seed, *, rate: float, ep
 def residual_norm(norm, dropout, residual, dense, inputs, training):
     """``trainer.layers.residual_norm`` with ``fused_residual_norm`` where it applies (JAX arrays,
     16-bit activations, hash dropout or none, B * L a multiple of 32); elsewhere, symbolic
-    builds included, the trainer's own."""
-    from trainer import layers
+    builds included, the trainer's own (``trainer.pallas.fell_back``)."""
+    from trainer import layers, pallas
 
     dtype = keras.backend.standardize_dtype(residual.dtype)
     rate = dropout.rate if training else 0.0
-    hashed = rate == 0 or dropout.options.dropout_for(keras.backend.backend()) == "hash"
+    dropout_rng = dropout.options.dropout_for(keras.backend.backend())
     symbolic = isinstance(residual, keras.KerasTensor)
-    fits = not symbolic and _whole_blocks(residual.shape)
-    if keras.backend.backend() != "jax" or not fits or dtype not in ("bfloat16", "float16") or not hashed:
+    if keras.backend.backend() != "jax":
+        reason = f"Keras runs on {keras.backend.backend()}"
+    elif dtype not in ("bfloat16", "float16"):
+        reason = f"activations are {dtype}"
+    elif rate > 0 and dropout_rng != "hash":
+        reason = f"dropout masks from {dropout_rng}, not hash"
+    else:
+        reason = "symbolic" if symbolic else refusal(residual.shape)
+    if reason:
+        pallas.fell_back("norm", reason, symbolic)
         return layers.default_residual_norm(norm, dropout, residual, dense, inputs, training)
     import jax.numpy as jnp
 
     global taken
     taken += 1
-    product = getattr(dense, "product", None)  # made already (benchmarks.pallas_ffn)
+    product = getattr(dense, "product", None)  # made already (trainer.pallas.ffn)
     if product is None:
         product = ops.matmul(ops.cast(inputs, dtype), ops.cast(dense.kernel, dtype))
     seed = dropout.seed_generator.next() if rate > 0 else jnp.zeros((2,), jnp.uint32)

@@ -1,0 +1,120 @@
+"""``--pallas_kernels``: the trainer with its Pallas kernels (``trainer.pallas``) trains as its XLA
+path does, and a run the kernels cannot serve is refused before any work, with every reason.
+
+On CPU Pallas interprets the kernels; ``tests/trainer/test_gpu_compile.py`` checks each kernel
+against the XLA path element by element, and lowers them for an H100.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from trainer.config import KernelOptions, pallas_kinds
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = [
+    "--synthetic_data", "--model_size", "tiny", "--max_position_embeddings", "64", "--vocab_size", "97",
+    "--max_seq_length", "32", "--max_predictions_per_seq", "5", "--warmup_steps", "0",
+]  # fmt: skip
+
+
+def _task(*args: str, backend: str = "jax") -> subprocess.CompletedProcess:
+    env = {**os.environ, "KERAS_BACKEND": backend, "JAX_PLATFORMS": "cpu"}
+    cmd = [sys.executable, "-m", "trainer.task", *args]
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+
+
+def _losses(log: str) -> dict[str, list[float]]:
+    """Each progress line's and evaluation line's loss, in order."""
+    return {
+        "train": [float(x) for x in re.findall(r"INFO step \d+ \| loss ([0-9.]+)", log)],
+        "eval": [float(x) for x in re.findall(r"eval at step \d+ \| loss ([0-9.]+)", log)],
+    }
+
+
+def test_the_flag_names_kinds_in_a_fixed_order_and_refuses_others():
+    assert pallas_kinds("none") == pallas_kinds("") == ()
+    assert pallas_kinds("all") == ("norm", "ffn", "attention")
+    assert pallas_kinds("attention, norm") == ("norm", "attention")
+    with pytest.raises(ValueError, match=r"--pallas_kernels 'norm,flash': 'flash' not among"):
+        pallas_kinds("norm,flash")
+    with pytest.raises(ValueError, match="--pallas_kernels must name some of"):
+        KernelOptions(pallas=("layernorm",))
+
+
+def test_training_with_every_kernel_follows_the_xla_path(tmp_path):
+    # The same seed, batches and dropout masks (hash) with the kernels and without: the kernels
+    # compute the XLA path's function with its roundings, so the losses agree to a few bf16
+    # roundings (the sums' order differs) through four updates and an evaluation.
+    common = [*TINY, "--batch_size", "8", "--train_steps", "4", "--log_every", "1", "--checkpoint_every", "4",
+              "--eval_every", "4", "--eval_steps", "2", "--precision", "mixed_bfloat16"]  # fmt: skip
+    runs = {}
+    for kinds in ("none", "all"):
+        proc = _task(*common, "--model_dir", str(tmp_path / kinds), "--pallas_kernels", kinds)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        runs[kinds] = proc.stdout + proc.stderr
+    log = runs["all"]
+    assert "Pallas kernels: norm, ffn, attention" in log
+    assert "attention: Pallas kernels (--pallas_kernels attention)" in log
+    assert "runs in XLA" not in log  # no layer fell back
+    # 2 layers: a training step traces each layer once (2 sublayers each for norm), evaluation
+    # again; the counts are traces, not steps.
+    traced = re.search(r"Pallas kernels traced into the steps: norm (\d+), ffn (\d+), attention (\d+)", log)
+    assert traced and int(traced[1]) >= 4 and int(traced[2]) >= 2 and int(traced[3]) >= 2, log[-3000:]
+    assert int(traced[1]) == 2 * int(traced[2])
+    xla, fused = _losses(runs["none"]), _losses(log)
+    assert len(xla["train"]) == len(fused["train"]) == 4 and len(xla["eval"]) == len(fused["eval"]) >= 1
+    for want, got in zip(xla["train"] + xla["eval"], fused["train"] + fused["eval"], strict=True):
+        assert abs(got - want) <= 2e-3 * want, (xla, fused)
+    assert "Pallas" not in runs["none"]
+
+
+def test_a_run_the_kernels_cannot_serve_is_refused_with_every_reason(tmp_path):
+    model_dir = tmp_path / "m"
+    # float32 activations, Keras' dropout masks, a sequence of 80 and 3 x 80 rows.
+    proc = _task(
+        *TINY, "--max_seq_length", "80", "--max_position_embeddings", "128", "--batch_size", "3",
+        "--train_steps", "2", "--precision", "float32", "--dropout_rng", "keras", "--pallas_kernels", "all",
+        "--model_dir", str(model_dir),
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    error = next(line for line in proc.stdout.splitlines() if "ERROR" in line)
+    assert "--pallas_kernels norm,ffn,attention: " in error
+    for reason in (
+        "activations are float32; the kernels need --precision mixed_bfloat16 or mixed_float16",
+        "--dropout_rng keras; the kernels draw the masks of --dropout_rng hash",
+        "norm: batch x sequence length = 240 rows, not a multiple of 32",
+        "ffn: 240 rows (batch x sequence length), intermediate size 512 and hidden size 128 must be "
+        "multiples of 128, 128 and 64",
+        "attention: sequence length 80 and head size 64 must be powers of two",
+    ):
+        assert reason in error, (reason, error)
+    assert not model_dir.exists()  # refused before the model directory is made
+    # The tanh GELU is not the kernels' (ffn alone named).
+    proc = _task(*TINY, "--batch_size", "8", "--train_steps", "2", "--precision", "mixed_bfloat16",
+                 "--hidden_act", "gelu_new", "--pallas_kernels", "ffn", "--model_dir", str(model_dir))  # fmt: skip
+    assert (
+        proc.returncode == 1 and "ffn: the kernels compute the exact GELU (gelu), not gelu_new" in proc.stdout
+    )
+    # Two kernels for attention.
+    proc = _task(*TINY, "--batch_size", "8", "--train_steps", "2", "--precision", "mixed_bfloat16",
+                 "--attention_impl", "cudnn", "--pallas_kernels", "attention", "--model_dir", str(model_dir))  # fmt: skip
+    assert proc.returncode == 1
+    assert "--pallas_kernels attention and --attention_impl cudnn both name attention's kernel" in proc.stdout
+    # TensorFlow has no Pallas.
+    proc = _task(*TINY, "--batch_size", "8", "--train_steps", "2", "--pallas_kernels", "norm",
+                 "--model_dir", str(model_dir), backend="tensorflow")  # fmt: skip
+    assert (
+        proc.returncode == 1
+        and "--pallas_kernels norm needs KERAS_BACKEND=jax, not tensorflow" in proc.stdout
+    )
+    # A kind the flag does not know: argparse's error, exit 2.
+    proc = _task(*TINY, "--pallas_kernels", "norm,flash", "--model_dir", str(model_dir))
+    assert proc.returncode == 2 and "'flash' not among" in proc.stderr
+    assert not (model_dir / "checkpoints").exists()

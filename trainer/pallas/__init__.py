@@ -1,0 +1,135 @@
+"""Pallas (Triton) kernels for parts of each encoder layer, JAX backend on an NVIDIA GPU
+(``--pallas_kernels``, ``trainer.config.KernelOptions.pallas``); off by default.
+
+Three kinds, each chosen alone or with the others:
+
+- ``norm`` (``trainer.pallas.norm``): each sublayer's residual sum, its hidden-state dropout and
+  LayerNorm, one kernel forward and one backward, which also sums the gradients of the output's
+  two readers.
+- ``ffn`` (``trainer.pallas.ffn``): the feed-forward block's first product with its bias and the
+  exact GELU in the product's epilogue, forward, and the GELU's derivative in the epilogue of
+  the backward product that reads it.
+- ``attention`` (``trainer.pallas.attention``): attention with the dropout of its
+  probabilities, one kernel forward (the probabilities never leave it) and one backward, which
+  writes the query, key and value gradients as the one array their projections read.
+
+Each computes the function of the trainer's XLA path with ``--dropout_rng hash``: the same
+elements dropped, the same roundings (bf16 products, float32 softmax and LayerNorm); the sums'
+order differs. The tests check each against that path on CPU, where Pallas interprets the kernels
+(slowly: for tests, not for training).
+
+What they need, checked before a run starts (``check``): the JAX backend; one device, an NVIDIA
+GPU of compute capability 8.0 or later (or the CPU, interpreted); bf16 or fp16 activations;
+``hash`` dropout masks; and shapes the kernels' blocks divide (``refusals``). Blocks can be set
+with ``PALLAS_FFN_BLOCKS`` and ``PALLAS_ATTENTION_BLOCKS`` (``benchmarks.pallas_ffn`` and
+``benchmarks.pallas_attention`` time candidates on a GPU and name the fastest).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import keras
+
+from trainer.config import PALLAS_KINDS, KernelOptions
+
+log = logging.getLogger(__name__)
+
+_16_BIT = ("bfloat16", "float16")
+
+
+def refusals(kinds, *, config, batch_size: int, seq_len: int, dtype, dropout_rng: str) -> list[str]:
+    """Why each of ``kinds`` cannot run at these sizes (``batch_size`` examples a device and a
+    micro-batch, ``seq_len``, the model ``config``), ``dtype`` activations and ``dropout_rng``
+    masks: ``"kind: reason"`` each; empty when all can."""
+    from trainer.pallas import attention, ffn, norm
+
+    reasons = []
+    dtype = keras.backend.standardize_dtype(dtype)
+    if dtype not in _16_BIT:
+        reasons.append(
+            f"activations are {dtype}; the kernels need --precision mixed_bfloat16 or mixed_float16"
+        )
+    if dropout_rng != "hash":
+        reasons.append(f"--dropout_rng {dropout_rng}; the kernels draw the masks of --dropout_rng hash")
+    shape = (batch_size, seq_len, config.hidden_size)
+    shaped = {
+        "norm": lambda: norm.refusal(shape),
+        "ffn": lambda: ffn.refusal(
+            batch_size * seq_len, config.hidden_size, config.intermediate_size, config.hidden_act
+        ),  # fmt: skip
+        "attention": lambda: attention.refusal(shape, config.num_attention_heads),
+    }
+    for kind in kinds:
+        reason = shaped[kind]()
+        if reason:
+            reasons.append(f"{kind}: {reason}")
+    return reasons
+
+
+def check(options: KernelOptions, *, config, batch_size: int, seq_len: int, dtype) -> None:
+    """Refuses ``options.pallas`` that this run cannot honour, naming the flag and every reason:
+    another backend than JAX, a device other than one NVIDIA GPU of compute capability 8.0 or
+    later (the CPU is accepted, with a warning: the kernels are interpreted there), or
+    ``refusals``."""
+    if not options.pallas:
+        return
+    flag = f"--pallas_kernels {','.join(options.pallas)}"
+    backend = keras.backend.backend()
+    if backend != "jax":
+        raise ValueError(f"{flag} needs KERAS_BACKEND=jax, not {backend}")
+    import jax
+
+    from trainer.distribute import gpu_has_bf16
+
+    reasons = []
+    distribution = keras.distribution.distribution()
+    devices = distribution.device_mesh.devices.size if distribution is not None else 1
+    if devices > 1:
+        reasons.append(f"data-parallel over {devices} devices; the kernels run on one device")
+    platform = jax.default_backend()
+    if platform == "gpu":
+        device = jax.devices()[0]
+        capability = getattr(device, "compute_capability", None)
+        if not gpu_has_bf16(capability):
+            reasons.append(f"{device.device_kind} has compute capability {capability}, below 8.0")
+    elif platform != "cpu":
+        reasons.append(f"JAX runs on {platform}; the kernels are written for NVIDIA GPUs (Triton)")
+    reasons += refusals(
+        options.pallas, config=config, batch_size=batch_size, seq_len=seq_len, dtype=dtype,
+        dropout_rng=options.dropout_for(backend),
+    )  # fmt: skip
+    if reasons:
+        raise ValueError(f"{flag}: " + "; ".join(reasons))
+    if platform == "cpu":
+        _once(logging.WARNING, f"{flag} on the CPU: Pallas interprets the kernels there, far slower than XLA")
+    _once(logging.INFO, f"Pallas kernels: {', '.join(options.pallas)}")
+
+
+_logged: set[str] = set()
+
+
+def _once(level: int, message: str) -> None:
+    if message not in _logged:
+        _logged.add(message)
+        log.log(level, message)
+
+
+def fell_back(kind: str, reason: str, symbolic: bool) -> None:
+    """Logs once per reason that a layer asked for ``kind``'s kernels runs XLA's path instead
+    (``check`` refuses such runs before they start; a symbolic build is not logged)."""
+    if not symbolic:
+        _once(logging.WARNING, f"--pallas_kernels {kind}: {reason}; this part runs in XLA")
+
+
+def traced(kinds=PALLAS_KINDS) -> str:
+    """How many layer calls each of ``kinds``' kernels were traced into so far (a step traces
+    each layer once; evaluation, without dropout, again): ``"norm 4, ffn 2, attention 2"``; 0
+    for a kind whose every call fell back."""
+    from trainer.pallas import attention, ffn, norm
+
+    modules = {"norm": norm, "ffn": ffn, "attention": attention}
+    return ", ".join(f"{kind} {modules[kind].taken}" for kind in kinds)
+
+
+__all__ = ["PALLAS_KINDS", "check", "fell_back", "refusals", "traced"]
