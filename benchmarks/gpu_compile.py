@@ -284,7 +284,9 @@ def compile_run(run: str, args) -> dict:
     """Compiles one run's train step for the target GPU (in this process; sets up JAX first)."""
     from trainer.distribute import CUDNN_OUTSIDE_COMMAND_BUFFERS
 
-    overrides = {"attention_impl": "cudnn", **run_overrides(run)}
+    overrides = run_overrides(run)
+    if "attention" not in overrides.get("pallas_kernels", ()):  # the Pallas attention takes its place
+        overrides = {"attention_impl": "cudnn", **overrides}
     os.environ.update(KERAS_BACKEND="jax", JAX_PLATFORMS="cpu", JAX_SKIP_CUDA_CONSTRAINTS_CHECK="1")
     # The run's own flags (keras_jax_cublas, keras_jax_gelu_tanh), then --xla_flags'.
     flags = (CUDNN_OUTSIDE_COMMAND_BUFFERS, overrides.pop("xla_flags", ""), args.xla_flags)

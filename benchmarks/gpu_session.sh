@@ -105,7 +105,7 @@ sys.exit(0 if any(x['run'] == 'keras_jax' and 'exit -6' in x.get('error', '') fo
     export XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_enable_command_buffer="
 fi
 # The trainer itself, end to end, on the GPU with NumPy synthetic batches (no TensorFlow there):
-# BERT-base, batch 256; its examples/s after the first window, against the bare step above,
+# BERT-base, batch 256; its examples/s after the first window, against the bare step above with the same kernels,
 # is what fit, the callbacks and the input add. At most 200 s, less when the deadline is near.
 # Skipped when under 90 s are left: too short to compile and time BERT-base. With
 # --pallas_kernels all when step 1 timed keras_jax_pallas_all faster than keras_jax.

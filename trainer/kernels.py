@@ -195,7 +195,6 @@ def resolve(
     if options.pallas:
         from trainer import pallas
 
-        _check_conflicts(options)
         if batch_size is None:
             raise ValueError("resolve: the Pallas kernels need the batch size to check their shapes")
         pallas.check(options, config=config, batch_size=batch_size, seq_len=seq_len, dtype=dtype)
@@ -230,13 +229,6 @@ def resolve(
         return dataclasses.replace(options, attention="xla")
     log.info("attention: cuDNN fused attention, dropout inside the kernel (probe ran at L=%d)", seq_len)
     return dataclasses.replace(options, attention="cudnn")
-
-
-def _check_conflicts(options: KernelOptions) -> None:
-    if "attention" in options.pallas and options.attention == "cudnn":
-        raise ValueError(
-            "--pallas_kernels attention and --attention_impl cudnn both name attention's kernel; keep one"
-        )
 
 
 def attention_or_none(options: KernelOptions, q, k, v, mask, *, scale: float, dropout_rate: float, seed: int):

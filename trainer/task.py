@@ -329,7 +329,13 @@ def run(args: argparse.Namespace) -> dict:
     )
     if args.precision == "auto" and runtime.bf16:
         train_config = dataclasses.replace(train_config, precision="mixed_bfloat16")
+    logger.info("backend %s on %s, %d replica(s)", runtime.backend, runtime.description, runtime.num_replicas)
     micro_batches = train_config.gradient_accumulation_steps
+    if train_config.batch_size % (runtime.num_replicas * micro_batches):
+        raise ValueError(
+            f"--batch_size {train_config.batch_size} is not divisible by {runtime.num_replicas} replicas"
+            + (f" x --gradient_accumulation_steps {micro_batches}" if micro_batches > 1 else "")
+        )
     if kernel_options.pallas and spec is not None:  # before anything is written or compiled
         from trainer import pallas
 
@@ -342,12 +348,6 @@ def run(args: argparse.Namespace) -> dict:
         )
     if runtime_is_chief():
         check_model_dir(args.model_dir, config, train_config)
-    logger.info("backend %s on %s, %d replica(s)", runtime.backend, runtime.description, runtime.num_replicas)
-    if train_config.batch_size % (runtime.num_replicas * micro_batches):
-        raise ValueError(
-            f"--batch_size {train_config.batch_size} is not divisible by {runtime.num_replicas} replicas"
-            + (f" x --gradient_accumulation_steps {micro_batches}" if micro_batches > 1 else "")
-        )
     if runtime.backend == "jax" and spec is not None and not args.synthetic_data and _tensorflow_importable():
         # Before anything starts TensorFlow's runtime (set_random_seed seeds it too).
         from trainer.input_pipeline import keep_off_gpus

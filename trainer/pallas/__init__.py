@@ -42,29 +42,36 @@ def refusals(kinds, *, config, batch_size: int, seq_len: int, dtype, dropout_rng
     """Why each of ``kinds`` cannot run at these sizes (``batch_size`` examples a device and a
     micro-batch, ``seq_len``, the model ``config``), ``dtype`` activations and ``dropout_rng``
     masks: ``"kind: reason"`` each; empty when all can."""
-    from trainer.pallas import attention, ffn, norm
-
     reasons = []
     dtype = keras.backend.standardize_dtype(dtype)
     if dtype not in _16_BIT:
         reasons.append(
             f"activations are {dtype}; the kernels need --precision mixed_bfloat16 or mixed_float16"
         )
-    if dropout_rng != "hash":
+    dropping = {"norm": config.hidden_dropout_prob, "attention": config.attention_probs_dropout_prob}
+    if dropout_rng != "hash" and any(dropping.get(kind, 0) > 0 for kind in kinds):
         reasons.append(f"--dropout_rng {dropout_rng}; the kernels draw the masks of --dropout_rng hash")
     shape = (batch_size, seq_len, config.hidden_size)
-    shaped = {
-        "norm": lambda: norm.refusal(shape),
-        "ffn": lambda: ffn.refusal(
-            batch_size * seq_len, config.hidden_size, config.intermediate_size, config.hidden_act
-        ),  # fmt: skip
-        "attention": lambda: attention.refusal(shape, config.num_attention_heads),
-    }
     for kind in kinds:
-        reason = shaped[kind]()
+        module = _module(kind)
+        if kind == "norm":
+            reason = module.refusal(shape)
+        elif kind == "ffn":
+            rows = batch_size * seq_len
+            reason = module.refusal(rows, config.hidden_size, config.intermediate_size, config.hidden_act)
+        else:
+            reason = module.refusal(shape, config.num_attention_heads)
         if reason:
             reasons.append(f"{kind}: {reason}")
     return reasons
+
+
+def _module(kind: str):
+    """The module of ``kind``'s kernels, imported only when chosen (each reads its blocks from
+    the environment when imported)."""
+    import importlib
+
+    return importlib.import_module(f"trainer.pallas.{kind}")
 
 
 def check(options: KernelOptions, *, config, batch_size: int, seq_len: int, dtype) -> None:
@@ -83,6 +90,8 @@ def check(options: KernelOptions, *, config, batch_size: int, seq_len: int, dtyp
     from trainer.distribute import gpu_has_bf16
 
     reasons = []
+    if "attention" in options.pallas and options.attention == "cudnn":
+        reasons.append("--attention_impl cudnn names another kernel for attention; keep one")
     distribution = keras.distribution.distribution()
     devices = distribution.device_mesh.devices.size if distribution is not None else 1
     if devices > 1:
@@ -126,10 +135,7 @@ def traced(kinds=PALLAS_KINDS) -> str:
     """How many layer calls each of ``kinds``' kernels were traced into so far (a step traces
     each layer once; evaluation, without dropout, again): ``"norm 4, ffn 2, attention 2"``; 0
     for a kind whose every call fell back."""
-    from trainer.pallas import attention, ffn, norm
-
-    modules = {"norm": norm, "ffn": ffn, "attention": attention}
-    return ", ".join(f"{kind} {modules[kind].taken}" for kind in kinds)
+    return ", ".join(f"{kind} {_module(kind).taken}" for kind in kinds)
 
 
 __all__ = ["PALLAS_KINDS", "check", "fell_back", "refusals", "traced"]
