@@ -36,8 +36,8 @@
 #      PyTorch with torch.compile on the masked
 #      positions, and our step with the Pallas kernels but attention (cuDNN's), each profiled,
 #      with the optimised HLO of ours;
-#   2. 300 steps of trainer.task itself (fit, callbacks, checkpoint, evaluation, export), with
-#      --pallas_kernels all where step 1 found keras_jax_pallas_all faster than keras_jax, cut
+#   2. 300 steps of trainer.task itself (fit, callbacks, checkpoint, evaluation, export; its
+#      progress lines give MFU), with the --pallas_kernels of step 1's fastest JAX run, cut
 #      short where the deadline needs it, skipped when under 90 s are left;
 #   3. while the session's deadline allows: the Pallas attention alone, the Pallas feed-forward
 #      products alone, the Pallas LayerNorm kernels alone, queries, keys and values from one
@@ -107,11 +107,14 @@ fi
 # The trainer itself, end to end, on the GPU with NumPy synthetic batches (no TensorFlow there):
 # BERT-base, batch 256; its examples/s after the first window, against the bare step above with the same kernels,
 # is what fit, the callbacks and the input add. At most 200 s, less when the deadline is near.
-# Skipped when under 90 s are left: too short to compile and time BERT-base. With
-# --pallas_kernels all when step 1 timed keras_jax_pallas_all faster than keras_jax.
+# Skipped when under 90 s are left: too short to compile and time BERT-base. With the
+# --pallas_kernels of the fastest of step 1's keras_jax (none), keras_jax_pallas_all (all) and
+# keras_jax_pallas_norm_ffn (norm,ffn); none when keras_jax did not run.
 task_kernels=$(python3 -c "import json, sys
 speed = {r['run']: r.get('examples_per_s') or 0 for r in json.load(open(sys.argv[1]))['results']}
-print('all' if speed.get('keras_jax_pallas_all', 0) > speed.get('keras_jax', 0) > 0 else 'none')" \
+kinds = {'keras_jax': 'none', 'keras_jax_pallas_all': 'all', 'keras_jax_pallas_norm_ffn': 'norm,ffn'}
+best = max(kinds, key=lambda run: speed.get(run, 0))
+print(kinds[best] if speed.get('keras_jax', 0) > 0 else 'none')" \
     "$OUT/gpu_bench.json" 2>/dev/null || echo none)
 echo "== trainer.task with --pallas_kernels $task_kernels"
 task_s=$((deadline - (SECONDS - start) - 10))

@@ -108,6 +108,10 @@ class TrainingLoop(keras.callbacks.Callback):
         evaluate: ``fn() -> dict`` of validation metrics, or None.
         save_checkpoint: ``fn(step, train_metrics)`` that writes a checkpoint, or None.
         summaries: the TensorBoard writer.
+        flops_per_example: matrix-product FLOPs of one example's training step
+            (``trainer.flops``): the progress line then shows the model's TFLOP/s.
+        peak_flops: the peak FLOP/s of all devices together: the progress line then shows the
+            model FLOPs utilisation (MFU).
     """
 
     MAX_EXECUTIONS_AHEAD = 8
@@ -124,8 +128,12 @@ class TrainingLoop(keras.callbacks.Callback):
         evaluate=None,
         save_checkpoint=None,
         summaries: SummaryWriter | None = None,
+        flops_per_example: float | None = None,
+        peak_flops: float | None = None,
     ):
         super().__init__()
+        self.flops_per_example = flops_per_example
+        self.peak_flops = peak_flops
         self.initial_step = initial_step
         self.global_batch_size = global_batch_size
         self.log_every = log_every
@@ -203,11 +211,17 @@ class TrainingLoop(keras.callbacks.Callback):
             if key in values:
                 parts.append(f"{key} {values[key]:.4f}")
         parts += [f"lr {lr:.3e}", f"examples/s {examples_per_s:.1f}"]
+        rates = {"learning_rate": lr, "examples_per_second": examples_per_s}
+        if self.flops_per_example:
+            achieved = examples_per_s * self.flops_per_example
+            parts.append(f"TFLOP/s {achieved / 1e12:.3g}")
+            rates["model_tflops_per_second"] = achieved / 1e12
+            if self.peak_flops:
+                parts.append(f"MFU {100 * achieved / self.peak_flops:.3g}%")
+                rates["mfu"] = achieved / self.peak_flops
         logger.info(" | ".join(parts))
         self.last_train_metrics = dict(values)
-        self.summaries.scalars(
-            "train", step, {**values, "learning_rate": lr, "examples_per_second": examples_per_s}
-        )
+        self.summaries.scalars("train", step, {**values, **rates})
 
 
 def log_eval(step: int, metrics: dict[str, float]) -> None:

@@ -44,6 +44,9 @@ class Runtime:
         platform: ``"tpu"``, ``"gpu"`` or ``"cpu"``.
         bf16: whether the devices compute in bfloat16 natively (TPUs, NVIDIA GPUs of compute
             capability 8.0 or later): ``--precision auto`` then means ``mixed_bfloat16``.
+        device_name: the first device's name as the framework reports it (``NVIDIA H100 80GB
+            HBM3``, ``TPU v4``), for its peak FLOP/s (``trainer.flops.device_peak_flops``);
+            empty where the framework does not say.
     """
 
     backend: str
@@ -55,6 +58,7 @@ class Runtime:
     description: str
     platform: str = "cpu"
     bf16: bool = False
+    device_name: str = ""
 
     def scope(self):
         return self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
@@ -165,7 +169,10 @@ def _tf_runtime(strategy: str, tpu: str | None, cpu_replicas: int, jit_compile: 
         n = len(gpus)
         details = tf.config.experimental.get_device_details(gpus[0])
         bf16 = gpu_has_bf16(details.get("compute_capability"))
-        return Runtime("tensorflow", s, n, 1, 0, jit_compile, f"{n} GPU(s)", "gpu", bf16=bf16)
+        name = details.get("device_name", "")
+        return Runtime(
+            "tensorflow", s, n, 1, 0, jit_compile, f"{n} GPU(s)", "gpu", bf16=bf16, device_name=name
+        )
     tf.config.set_visible_devices([], "GPU")
     if cpu_replicas > 1:
         cpu = tf.config.list_physical_devices("CPU")[0]
@@ -220,6 +227,7 @@ def _jax_runtime(strategy: str, cpu_replicas: int, jit_compile: bool) -> Runtime
         platform,
         bf16=platform == "tpu"
         or (platform == "gpu" and gpu_has_bf16(getattr(devices[0], "compute_capability", None))),
+        device_name=getattr(devices[0], "device_kind", ""),
     )
 
 

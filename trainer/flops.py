@@ -183,6 +183,16 @@ def guess_device_kind(name: str) -> str | None:
     return None
 
 
+def device_peak_flops(device_name: str) -> float | None:
+    """Peak FLOP/s of one device as a framework counts devices, from its name (``guess_device_kind``):
+    a chip's peak, but half of it on TPU v2 and v3, whose chips show as two devices (one per
+    TensorCore). None when the name is not recognised."""
+    kind = guess_device_kind(device_name)
+    if kind is None:
+        return None
+    return PEAK_FLOPS[kind] / (2 if kind in ("tpu-v2", "tpu-v3") else 1)
+
+
 def mfu(
     *, flops_per_step: float, step_time_s: float, peak_flops_per_device: float, num_devices: int = 1
 ) -> float:

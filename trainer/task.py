@@ -175,6 +175,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--eval_steps", type=int, default=d.eval_steps, help="batches per evaluation (0: the whole split)"
     )
     g.add_argument("--log_every", type=int, default=d.log_every)
+    g.add_argument(
+        "--peak_tflops",
+        type=_positive_float,
+        default=None,
+        help="peak bf16 TFLOP/s of one device, for the MFU on the progress lines; default: from the "
+        "device's name where known (H100, H200, A100, TPU v2 to v6e; trainer/flops.py)",
+    )
     return p.parse_args(argv)
 
 
@@ -428,6 +435,16 @@ def run(args: argparse.Namespace) -> dict:
     return state
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"want a number > 0, got {text!r}")
+    return value
+
+
 def _pallas_kinds(text: str) -> tuple[str, ...]:
     try:
         return pallas_kinds(text)
@@ -593,6 +610,37 @@ class _Training:
         self.manager.save(step, {"examples_seen": step * self.cfg.batch_size, "train_metrics": train_metrics})
         logger.info("saved checkpoint at step %d in %.1f s", step, time.perf_counter() - t)
 
+    def _flops(self) -> dict:
+        """The model's matrix-product FLOPs per example of a training step and the peak FLOP/s of
+        all devices (``--peak_tflops`` per device, else from the device's name), for the progress
+        lines' TFLOP/s and MFU; logged once."""
+        from trainer import flops
+
+        if self.spec is None:
+            return {}
+        per_example = flops.train_step_flops(
+            flops.ModelDims.from_config(self.model.config),
+            batch_size=1,
+            seq_length=self.spec.max_seq_length,
+            max_predictions=self.spec.max_predictions_per_seq,
+        )
+        devices = self.runtime.num_replicas
+        per_device = self.args.peak_tflops * 1e12 if self.args.peak_tflops else None
+        per_device = per_device or flops.device_peak_flops(self.runtime.device_name)
+        if per_device:
+            logger.info(
+                "model FLOPs: %.4g GFLOP an example a step; peak %.4g TFLOP/s (%d x %.4g, %s)",
+                per_example / 1e9, devices * per_device / 1e12, devices, per_device / 1e12,
+                "--peak_tflops" if self.args.peak_tflops else self.runtime.device_name,
+            )  # fmt: skip
+        else:
+            logger.info(
+                "model FLOPs: %.4g GFLOP an example a step; no MFU: no known peak for %r (--peak_tflops)",
+                per_example / 1e9,
+                self.runtime.device_name or self.runtime.platform,
+            )
+        return {"flops_per_example": per_example, "peak_flops": devices * per_device if per_device else None}
+
     def train(self, start_step: int) -> dict:
         from trainer.callbacks import StopRequested, SummaryWriter, TrainingLoop, fit_callbacks, log_eval
         from trainer.optimization import make_schedule
@@ -612,6 +660,7 @@ class _Training:
             evaluate=self.evaluate if self.spec is not None else None,
             save_checkpoint=self.save,
             summaries=summaries,
+            **self._flops(),
         )
         if remaining > 0:
             if remaining % cfg.steps_per_execution:

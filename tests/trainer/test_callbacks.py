@@ -109,10 +109,27 @@ def test_examples_per_second_counts_training_time_only(monkeypatch, caplog):
     for batch in range(6):
         clock[0] += 1.0
         loop.on_train_batch_end(batch, {"loss": np.float32(2.0)})
-    rates = [
-        float(r.getMessage().rsplit("examples/s ", 1)[1])
-        for r in caplog.records
-        if "examples/s" in r.getMessage()
-    ]
+    lines = [r.getMessage() for r in caplog.records if "examples/s" in r.getMessage()]
+    rates = [float(line.rsplit("examples/s ", 1)[1]) for line in lines]
     # Windows: steps 1-2, step 4 (the checkpoint after step 3 restarts the window), steps 5-6.
     assert rates == [8.0, 8.0, 8.0]
+    assert "TFLOP/s" not in lines[0] and "MFU" not in lines[0]  # no FLOPs given, none shown
+
+
+def test_progress_lines_show_the_models_flops_rate_and_utilisation(monkeypatch, caplog):
+    # 8 examples a step, 1 s a step, 3e11 FLOPs an example: 2.4 TFLOP/s; of a 4e12 peak, 60%.
+    clock = [0.0]
+    monkeypatch.setattr("trainer.callbacks.time.perf_counter", lambda: clock[0])
+    loop = TrainingLoop(
+        initial_step=0, global_batch_size=8, log_every=2, eval_every=0, checkpoint_every=100,
+        schedule=make_schedule(TrainConfig(learning_rate=1e-3, warmup_steps=0, train_steps=4)),
+        flops_per_example=3e11, peak_flops=4e12,
+    )  # fmt: skip
+    loop.set_model(keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]))
+    caplog.set_level("INFO", logger="trainer")
+    loop.on_train_begin()
+    for batch in range(2):
+        clock[0] += 1.0
+        loop.on_train_batch_end(batch, {"loss": np.float32(2.0)})
+    line = next(r.getMessage() for r in caplog.records if "examples/s" in r.getMessage())
+    assert line.endswith("examples/s 8.0 | TFLOP/s 2.4 | MFU 60%"), line

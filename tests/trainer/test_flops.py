@@ -102,6 +102,21 @@ def test_guess_device_kind(reported, key):
     assert flops.guess_device_kind(reported) == key
 
 
+@pytest.mark.parametrize(
+    ("reported", "peak"),
+    [
+        ("NVIDIA H100 80GB HBM3", 989e12),
+        ("NVIDIA A100-SXM4-40GB", 312e12),
+        ("TPU v3", 61.5e12),  # a chip's two TensorCores show as two devices
+        ("TPU v4", 275e12),  # one device a chip
+        ("cpu", None),
+        ("", None),
+    ],
+)
+def test_a_devices_peak_as_the_framework_counts_devices(reported, peak):
+    assert flops.device_peak_flops(reported) == peak
+
+
 def test_config_dims_validated():
     with pytest.raises(ValueError, match="hidden_size"):
         ModelDims(hidden_size=0, num_hidden_layers=1, intermediate_size=8, vocab_size=10)

@@ -5,11 +5,13 @@ refused before any work with a message that says what to install."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from tests.trainer.fixtures import write_pretraining_data
 from trainer.export import load_export
@@ -30,9 +32,21 @@ def test_synthetic_data_trains_and_exports_without_tensorflow(tmp_path):
         "--synthetic_data", "--model_dir", str(model_dir), *TINY, "--max_seq_length", "32",
         "--max_predictions_per_seq", "5", "--batch_size", "8", "--train_steps", "4", "--log_every", "2",
         "--checkpoint_every", "2", "--eval_every", "2", "--eval_steps", "2", "--warmup_steps", "0",
+        "--peak_tflops", "0.5",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout
+    # The progress lines' MFU: examples/s times the model's FLOPs an example over the given peak.
+    from trainer import flops
+    from trainer.config import BertConfig
+
+    dims = flops.ModelDims.from_config(BertConfig.from_preset("tiny", vocab_size=97))
+    per_example = flops.train_step_flops(dims, batch_size=1, seq_length=32, max_predictions=5)
+    progress = re.findall(r"examples/s ([0-9.]+) \| TFLOP/s ([0-9.e+-]+) \| MFU ([0-9.e+-]+)%", out)
+    assert len(progress) == 2 and "peak 0.5 TFLOP/s (1 x 0.5, --peak_tflops)" in out, out[-3000:]
+    for rate, tflops, mfu in progress:
+        assert float(mfu) == pytest.approx(100 * float(rate) * per_example / 0.5e12, rel=0.01, abs=1e-3)
+        assert float(tflops) == pytest.approx(float(rate) * per_example / 1e12, rel=0.01, abs=1e-5)
     assert "TensorFlow is not installed: no TensorBoard scalars" in out
     assert "step 4 | loss" in out and "eval at step 4 | loss" in out
     assert sorted(os.listdir(model_dir / "checkpoints")) == [
