@@ -124,6 +124,21 @@ def _once(level: int, message: str) -> None:
         log.log(level, message)
 
 
+def call_refusal(dtype, rate: float, options: KernelOptions, symbolic: bool) -> str | None:
+    """Why a layer call cannot take the kernels whatever its shapes (another backend than JAX,
+    ``dtype`` activations other than 16-bit, a ``rate`` of dropout whose masks are not hash
+    masks, a symbolic build), or None."""
+    backend = keras.backend.backend()
+    dtype = keras.backend.standardize_dtype(dtype)
+    if backend != "jax":
+        return f"Keras runs on {backend}"
+    if dtype not in _16_BIT:
+        return f"activations are {dtype}"
+    if rate > 0 and options.dropout_for(backend) != "hash":
+        return f"dropout masks from {options.dropout_for(backend)}, not hash"
+    return "symbolic" if symbolic else None
+
+
 def fell_back(kind: str, reason: str, symbolic: bool) -> None:
     """Logs once per reason that a layer asked for ``kind``'s kernels runs XLA's path instead
     (``check`` refuses such runs before they start; a symbolic build is not logged)."""

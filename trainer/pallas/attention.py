@@ -396,20 +396,12 @@ def self_attention(layer, x, mask, training):
 
     config, dropout = layer.config, layer.attention_dropout
     rate = config.attention_probs_dropout_prob if training else 0.0
-    dropout_rng = dropout.options.dropout_for(keras.backend.backend())
     dtype = keras.backend.standardize_dtype(layer.query.compute_dtype)
     symbolic = isinstance(x, keras.KerasTensor)
-    if keras.backend.backend() != "jax":
-        reason = f"Keras runs on {keras.backend.backend()}"
-    elif dtype not in ("bfloat16", "float16"):
-        reason = f"activations are {dtype}"
-    elif rate > 0 and dropout_rng != "hash":
-        reason = f"dropout masks from {dropout_rng}, not hash"
-    elif symbolic:
-        reason = "symbolic"
-    elif tuple(mask.shape[1:3]) != (1, 1):
+    reason = pallas.call_refusal(dtype, rate, dropout.options, symbolic)
+    if not reason and tuple(mask.shape[1:3]) != (1, 1):
         reason = f"a mask of shape {tuple(mask.shape)}, not a key mask [B, 1, 1, L]"
-    else:
+    if not reason:
         reason = refusal((*x.shape[:-1], config.hidden_size), config.num_attention_heads)
     if reason:
         pallas.fell_back("attention", reason, symbolic)

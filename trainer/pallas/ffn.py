@@ -276,13 +276,8 @@ def feed_forward(layer, x, residual, training):
     dtype = keras.backend.standardize_dtype(x.dtype)
     config = layer.config
     symbolic = isinstance(x, keras.KerasTensor)
-    if keras.backend.backend() != "jax":
-        reason = f"Keras runs on {keras.backend.backend()}"
-    elif dtype not in ("bfloat16", "float16"):
-        reason = f"activations are {dtype}"
-    elif symbolic:
-        reason = "symbolic"
-    else:
+    reason = pallas.call_refusal(dtype, 0.0, layer.kernel_options, symbolic)  # the products drop nothing
+    if not reason:
         rows = x.shape[0] * x.shape[1]
         reason = refusal(rows, config.hidden_size, config.intermediate_size, config.hidden_act)
     if reason:

@@ -274,16 +274,8 @@ def residual_norm(norm, dropout, residual, dense, inputs, training):
 
     dtype = keras.backend.standardize_dtype(residual.dtype)
     rate = dropout.rate if training else 0.0
-    dropout_rng = dropout.options.dropout_for(keras.backend.backend())
     symbolic = isinstance(residual, keras.KerasTensor)
-    if keras.backend.backend() != "jax":
-        reason = f"Keras runs on {keras.backend.backend()}"
-    elif dtype not in ("bfloat16", "float16"):
-        reason = f"activations are {dtype}"
-    elif rate > 0 and dropout_rng != "hash":
-        reason = f"dropout masks from {dropout_rng}, not hash"
-    else:
-        reason = "symbolic" if symbolic else refusal(residual.shape)
+    reason = pallas.call_refusal(dtype, rate, dropout.options, symbolic) or refusal(residual.shape)
     if reason:
         pallas.fell_back("norm", reason, symbolic)
         return layers.default_residual_norm(norm, dropout, residual, dense, inputs, training)
