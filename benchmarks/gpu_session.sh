@@ -13,7 +13,8 @@
 # GPU_SESSION_MORE_RUNS replace the runs of steps 1 and 3 when not empty, and
 # GPU_SESSION_LARGE_BATCH_RUNS those repeated at batch 512, where empty means none;
 # GPU_SESSION_SWEEP_FLAGS is appended to the benchmarks.pallas_ffn flags of step 0, and
-# GPU_SESSION_ATTENTION_SWEEP_FLAGS to the benchmarks.pallas_attention ones):
+# GPU_SESSION_ATTENTION_SWEEP_FLAGS to the benchmarks.pallas_attention ones;
+# GPU_SESSION_TASK_KERNELS names step 2's --pallas_kernels in place of step 1's choice):
 #   GPU_SESSION_TASK_FLAGS="--model_size tiny --batch_size 8 --train_steps 30 --log_every 10 \
 #     --checkpoint_every 30" GPU_SESSION_SWEEP_FLAGS="--rows 1024 --hidden 128 --intermediate 512 \
 #     --repeats 1" GPU_SESSION_ATTENTION_SWEEP_FLAGS="--batch_size 8 --seq_len 128 --heads 2 \
@@ -109,8 +110,10 @@ fi
 # is what fit, the callbacks and the input add. At most 200 s, less when the deadline is near.
 # Skipped when under 90 s are left: too short to compile and time BERT-base. With the
 # --pallas_kernels of the fastest of step 1's keras_jax (none), keras_jax_pallas_all (all) and
-# keras_jax_pallas_norm_ffn (norm,ffn); none when keras_jax did not run.
-task_kernels=$(python3 -c "import json, sys
+# keras_jax_pallas_norm_ffn (norm,ffn); none when keras_jax did not run. GPU_SESSION_TASK_KERNELS
+# names them instead.
+task_kernels=${GPU_SESSION_TASK_KERNELS:-}
+[ -n "$task_kernels" ] || task_kernels=$(python3 -c "import json, sys
 speed = {r['run']: r.get('examples_per_s') or 0 for r in json.load(open(sys.argv[1]))['results']}
 kinds = {'keras_jax': 'none', 'keras_jax_pallas_all': 'all', 'keras_jax_pallas_norm_ffn': 'norm,ffn'}
 best = max(kinds, key=lambda run: speed.get(run, 0))
