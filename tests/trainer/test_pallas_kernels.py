@@ -111,7 +111,8 @@ def test_a_run_the_kernels_cannot_serve_is_refused_with_every_reason(tmp_path):
         "norm: batch x sequence length = 240 rows, not a multiple of 32",
         "ffn: 240 rows (batch x sequence length), intermediate size 512 and hidden size 128 must be "
         "multiples of 128, 128 and 64",
-        "attention: sequence length 80 and head size 64 must be powers of two",
+        "attention: sequence length 80 and head size 64 must be powers of two (--pallas_kernels norm,ffn "
+        "leaves attention to XLA or cuDNN)",
     ):
         assert reason in error, (reason, error)
     assert not model_dir.exists()  # refused before the model directory is made

@@ -61,6 +61,9 @@ def refusals(kinds, *, config, batch_size: int, seq_len: int, dtype, dropout_rng
             reason = module.refusal(rows, config.hidden_size, config.intermediate_size, config.hidden_act)
         else:
             reason = module.refusal(shape, config.num_attention_heads)
+            others = [k for k in kinds if k != "attention"]
+            if reason and others:  # e.g. BERT's second phase at 512 tokens: the rest still apply
+                reason += f" (--pallas_kernels {','.join(others)} leaves attention to XLA or cuDNN)"
         if reason:
             reasons.append(f"{kind}: {reason}")
     return reasons
