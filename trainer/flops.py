@@ -177,10 +177,16 @@ def guess_device_kind(name: str) -> str | None:
         return "h100-pcie" if "pcie" in low else "h100"
     if "a100" in low:
         return "a100"
-    for tpu in ("v6e", "v5p", "v5e", "v5 lite", "v5lite", "v4", "v3", "v2"):
-        if "tpu" in low and tpu in low:
-            return "tpu-v5e" if "lite" in tpu else f"tpu-{tpu}"
-    return None
+    if "tpu" not in low:
+        return None
+    # JAX names: "TPU v6 lite" (v6e), "TPU v5 lite" (v5e), "TPU v5" or "TPU v5p", "TPU v4";
+    # "TPU v4 lite" (v4i) has a peak of its own, not in the table.
+    if "v4 lite" in low or "v4lite" in low:
+        return None
+    names = {"v6e": "tpu-v6e", "v6 lite": "tpu-v6e", "v6lite": "tpu-v6e", "v5p": "tpu-v5p", "v5e": "tpu-v5e",
+             "v5 lite": "tpu-v5e", "v5lite": "tpu-v5e", "v5": "tpu-v5p", "v4": "tpu-v4", "v3": "tpu-v3",
+             "v2": "tpu-v2"}  # fmt: skip
+    return next((key for part, key in names.items() if part in low), None)
 
 
 def device_peak_flops(device_name: str) -> float | None:

@@ -179,8 +179,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--peak_tflops",
         type=_positive_float,
         default=None,
-        help="peak bf16 TFLOP/s of one device, for the MFU on the progress lines; default: from the "
-        "device's name where known (H100, H200, A100, TPU v2 to v6e; trainer/flops.py)",
+        help="peak bf16 TFLOP/s of one device (one replica: on TPU v2 and v3 a TensorCore, half a "
+        "chip), for the MFU on the progress lines; default: from the device's name where known "
+        "(H100, H200, A100; on JAX TPU v2 to v6e; trainer/flops.py)",
     )
     return p.parse_args(argv)
 
@@ -629,7 +630,7 @@ class _Training:
         per_device = per_device or flops.device_peak_flops(self.runtime.device_name)
         if per_device:
             logger.info(
-                "model FLOPs: %.4g GFLOP an example a step; peak %.4g TFLOP/s (%d x %.4g, %s)",
+                "model FLOPs: %.4g GFLOP an example a step; bf16 peak %.4g TFLOP/s (%d x %.4g, %s)",
                 per_example / 1e9, devices * per_device / 1e12, devices, per_device / 1e12,
                 "--peak_tflops" if self.args.peak_tflops else self.runtime.device_name,
             )  # fmt: skip

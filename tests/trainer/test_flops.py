@@ -95,6 +95,10 @@ def test_mfu_and_peaks():
         ("NVIDIA H200", "h200"),
         ("TPU v4", "tpu-v4"),
         ("TPU v5 lite", "tpu-v5e"),
+        ("TPU v5", "tpu-v5p"),
+        ("TPU v5p", "tpu-v5p"),
+        ("TPU v6 lite", "tpu-v6e"),
+        ("TPU v4 lite", None),  # v4i: a peak of its own
         ("cpu", None),
     ],
 )

@@ -111,10 +111,10 @@ def test_a_run_the_kernels_cannot_serve_is_refused_with_every_reason(tmp_path):
         "norm: batch x sequence length = 240 rows, not a multiple of 32",
         "ffn: 240 rows (batch x sequence length), intermediate size 512 and hidden size 128 must be "
         "multiples of 128, 128 and 64",
-        "attention: sequence length 80 and head size 64 must be powers of two (--pallas_kernels norm,ffn "
-        "leaves attention to XLA or cuDNN)",
+        "attention: sequence length 80 and head size 64 must be powers of two",
     ):
         assert reason in error, (reason, error)
+    assert "leaves attention" not in error  # norm and ffn are refused too: no hint at them
     assert not model_dir.exists()  # refused before the model directory is made
     bf16 = [*TINY, "--batch_size", "8", "--train_steps", "2", "--precision", "mixed_bfloat16"]
     for flags, said in (
@@ -125,6 +125,10 @@ def test_a_run_the_kernels_cannot_serve_is_refused_with_every_reason(tmp_path):
         # two kernels for attention
         (["--attention_impl", "cudnn", "--pallas_kernels", "attention"],
          "--pallas_kernels attention: --attention_impl cudnn names another kernel for attention; keep one"),
+        # attention alone refused (a sequence of 256): the other kinds are named as still fitting
+        (["--max_seq_length", "256", "--max_position_embeddings", "256", "--pallas_kernels", "all"],
+         "--pallas_kernels norm,ffn,attention: attention: sequence length 256 must be 16 to 128 and a multiple "
+         "of 128 queries (--pallas_kernels norm,ffn leaves attention to XLA or cuDNN)"),
         # a batch the accumulation steps do not divide: that error first, not the kernels' rows
         (["--gradient_accumulation_steps", "3", "--pallas_kernels", "all"],
          "batch_size 8 is not divisible by gradient_accumulation_steps 3"),

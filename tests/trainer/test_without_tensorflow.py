@@ -43,7 +43,7 @@ def test_synthetic_data_trains_and_exports_without_tensorflow(tmp_path):
     dims = flops.ModelDims.from_config(BertConfig.from_preset("tiny", vocab_size=97))
     per_example = flops.train_step_flops(dims, batch_size=1, seq_length=32, max_predictions=5)
     progress = re.findall(r"examples/s ([0-9.]+) \| TFLOP/s ([0-9.e+-]+) \| MFU ([0-9.e+-]+)%", out)
-    assert len(progress) == 2 and "peak 0.5 TFLOP/s (1 x 0.5, --peak_tflops)" in out, out[-3000:]
+    assert len(progress) == 2 and "bf16 peak 0.5 TFLOP/s (1 x 0.5, --peak_tflops)" in out, out[-3000:]
     for rate, tflops, mfu in progress:
         assert float(mfu) == pytest.approx(100 * float(rate) * per_example / 0.5e12, rel=0.01, abs=1e-3)
         assert float(tflops) == pytest.approx(float(rate) * per_example / 1e12, rel=0.01, abs=1e-5)

@@ -61,11 +61,12 @@ def refusals(kinds, *, config, batch_size: int, seq_len: int, dtype, dropout_rng
             reason = module.refusal(rows, config.hidden_size, config.intermediate_size, config.hidden_act)
         else:
             reason = module.refusal(shape, config.num_attention_heads)
-            others = [k for k in kinds if k != "attention"]
-            if reason and others:  # e.g. BERT's second phase at 512 tokens: the rest still apply
-                reason += f" (--pallas_kernels {','.join(others)} leaves attention to XLA or cuDNN)"
         if reason:
             reasons.append(f"{kind}: {reason}")
+    others = [k for k in kinds if k != "attention"]
+    if others and len(reasons) == 1 and reasons[0].startswith("attention: "):
+        # attention alone refused (e.g. BERT's second phase at 512 tokens): the rest still apply
+        reasons[0] += f" (--pallas_kernels {','.join(others)} leaves attention to XLA or cuDNN)"
     return reasons
 
 
