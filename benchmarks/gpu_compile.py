@@ -284,7 +284,7 @@ def compile_run(run: str, args) -> dict:
     """Compiles one run's train step for the target GPU (in this process; sets up JAX first)."""
     from trainer.distribute import CUDNN_OUTSIDE_COMMAND_BUFFERS
 
-    overrides = run_overrides(run)
+    overrides = dict(run_overrides(run))  # a copy: xla_flags is popped below
     if "attention" not in overrides.get("pallas_kernels", ()):  # the Pallas attention takes its place
         overrides = {"attention_impl": "cudnn", **overrides}
     os.environ.update(KERAS_BACKEND="jax", JAX_PLATFORMS="cpu", JAX_SKIP_CUDA_CONSTRAINTS_CHECK="1")

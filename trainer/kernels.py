@@ -60,7 +60,8 @@ _CUDNN_DTYPES = ("bfloat16", "float16")
 _logged: set[str] = set()
 
 
-def _log_once(level: int, message: str) -> None:
+def log_once(level: int, message: str) -> None:
+    """Logs ``message`` at ``level`` the first time it is asked to (a step is traced more than once)."""
     if message not in _logged:
         _logged.add(message)
         log.log(level, message)
@@ -144,7 +145,7 @@ def use_cudnn_attention(options: KernelOptions, dtype) -> bool:
         return True
     reason = auto_refusal(dtype)
     if reason:
-        _log_once(logging.INFO, f"attention: XLA ({reason})")
+        log_once(logging.INFO, f"attention: XLA ({reason})")
         return False
     return True
 
@@ -246,9 +247,9 @@ def attention_or_none(options: KernelOptions, q, k, v, mask, *, scale: float, dr
     except (NotImplementedError, RuntimeError, ValueError, ImportError, TypeError, AttributeError) as e:
         if options.attention == "cudnn":
             raise
-        _log_once(logging.WARNING, f"cuDNN fused attention not available ({e}); attention runs in XLA")
+        log_once(logging.WARNING, f"cuDNN fused attention not available ({e}); attention runs in XLA")
         return None
-    _log_once(logging.INFO, "attention: cuDNN fused attention traced (dropout inside the kernel)")
+    log_once(logging.INFO, "attention: cuDNN fused attention traced (dropout inside the kernel)")
     return context
 
 

@@ -32,8 +32,7 @@ import logging
 import keras
 
 from trainer.config import PALLAS_KINDS, KernelOptions
-
-log = logging.getLogger(__name__)
+from trainer.kernels import log_once
 
 _16_BIT = ("bfloat16", "float16")
 
@@ -115,17 +114,10 @@ def check(options: KernelOptions, *, config, batch_size: int, seq_len: int, dtyp
     if reasons:
         raise ValueError(f"{flag}: " + "; ".join(reasons))
     if platform == "cpu":
-        _once(logging.WARNING, f"{flag} on the CPU: Pallas interprets the kernels there, far slower than XLA")
-    _once(logging.INFO, f"Pallas kernels: {', '.join(options.pallas)}")
-
-
-_logged: set[str] = set()
-
-
-def _once(level: int, message: str) -> None:
-    if message not in _logged:
-        _logged.add(message)
-        log.log(level, message)
+        log_once(
+            logging.WARNING, f"{flag} on the CPU: Pallas interprets the kernels there, far slower than XLA"
+        )
+    log_once(logging.INFO, f"Pallas kernels: {', '.join(options.pallas)}")
 
 
 def call_refusal(dtype, rate: float, options: KernelOptions, symbolic: bool) -> str | None:
@@ -147,7 +139,7 @@ def fell_back(kind: str, reason: str, symbolic: bool) -> None:
     """Logs once per reason that a layer asked for ``kind``'s kernels runs XLA's path instead
     (``check`` refuses such runs before they start; a symbolic build is not logged)."""
     if not symbolic:
-        _once(logging.WARNING, f"--pallas_kernels {kind}: {reason}; this part runs in XLA")
+        log_once(logging.WARNING, f"--pallas_kernels {kind}: {reason}; this part runs in XLA")
 
 
 def traced(kinds=PALLAS_KINDS) -> str:
