@@ -24,7 +24,9 @@
 # Writes $OUT/pallas_ffn_sweep.json and $OUT/pallas_attention_sweep.json (+ .log),
 # $OUT/gpu_bench.json (+ .log),
 # $OUT/hlo_after_optimizations.tar.gz (the optimised HLO of step 1's JAX runs),
-# $OUT/trainer_task.log and $OUT/gpu_bench_more.json (+ .log);
+# $OUT/trainer_task.log and $OUT/gpu_bench_more.json (+ .log); at the end every .log but
+# trainer_task.log, the sweeps and gpu.txt are packed into $OUT/session_logs.tar.gz, since a
+# device call brings back at most 8 files;
 # made to end within about 9.5 minutes of its start (one device call of at most 600 s):
 #   0. when a run below uses the Pallas feed-forward products (trainer.pallas.ffn), their
 #      block shapes timed against XLA's block on the card (at most 80 s); the fastest whose
@@ -51,7 +53,8 @@
 set -euo pipefail
 OUT=${OUT:?set OUT to the output folder}
 mkdir -p "$OUT"
-rm -f "$OUT"/gpu_bench.json "$OUT"/gpu_bench_more.json "$OUT"/hlo_after_optimizations.tar.gz "$OUT"/pallas_*_sweep.*
+rm -f "$OUT"/gpu_bench.json "$OUT"/gpu_bench_more.json "$OUT"/hlo_after_optimizations.tar.gz "$OUT"/pallas_*_sweep.* \
+    "$OUT"/session_logs.tar.gz
 rm -rf /tmp/gpu_hlo /tmp/gpu_task  # left by an earlier call on the same machine
 if ! python3 -c "import keras" 2>/dev/null; then
     ls .whl/*.whl >/dev/null  # fails here, with the path, when the wheels were not carried
@@ -143,3 +146,6 @@ if [ "$left" -gt 80 ]; then
         --out "$OUT/gpu_bench_more.json" "$@" 2>&1 | tee "$OUT/gpu_bench_more.log" || echo "gpu_bench exited with $?"
 fi
 echo "== session done in $((SECONDS - start)) s"
+# A device call brings back at most 8 files: the logs, the sweeps and gpu.txt travel as one archive.
+(cd "$OUT" && packed=$(ls -- *.log pallas_*_sweep.json gpu.txt 2>/dev/null | grep -vx trainer_task.log) \
+    && tar czf session_logs.tar.gz $packed && rm -f $packed) || echo "logs left unpacked"
