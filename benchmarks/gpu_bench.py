@@ -38,6 +38,8 @@ Runs (``--runs``, in order; each of ``--optional_runs`` starts only while ``--ti
                         GELU in the forward's epilogue and its derivative in the backward's
                         (--pallas_kernels ffn, trainer.pallas.ffn; blocks from PALLAS_FFN_BLOCKS)
   keras_jax_pallas_norm_ffn  both of the above
+  keras_jax_pallas_norm_attention  the Pallas LayerNorm kernels and the Pallas attention
+                        (--pallas_kernels norm,attention)
   keras_jax_cublas      keras_jax with every matrix product on cuBLASLt (no Triton products): biases
                         in the products' epilogues
   keras_jax_gelu_tanh   keras_jax with the tanh GELU (--hidden_act gelu_new, original BERT's) and

@@ -14,7 +14,7 @@
 # GPU_SESSION_LARGE_BATCH_RUNS those repeated at batch 512, where empty means none;
 # GPU_SESSION_SWEEP_FLAGS is appended to the benchmarks.pallas_ffn flags of step 0, and
 # GPU_SESSION_ATTENTION_SWEEP_FLAGS to the benchmarks.pallas_attention ones;
-# GPU_SESSION_TASK_KERNELS names step 2's --pallas_kernels in place of step 1's choice):
+# GPU_SESSION_TASK_KERNELS names step 2's --pallas_kernels in place of auto):
 #   GPU_SESSION_TASK_FLAGS="--model_size tiny --batch_size 8 --train_steps 30 --log_every 10 \
 #     --checkpoint_every 30" GPU_SESSION_SWEEP_FLAGS="--rows 1024 --hidden 128 --intermediate 512 \
 #     --repeats 1" GPU_SESSION_ATTENTION_SWEEP_FLAGS="--batch_size 8 --seq_len 128 --heads 2 \
@@ -28,28 +28,27 @@
 # trainer_task.log, the sweeps and gpu.txt are packed into $OUT/session_logs.tar.gz, since a
 # device call brings back at most 8 files;
 # made to end within about 9.5 minutes of its start (one device call of at most 600 s):
-#   0. when a run below uses the Pallas feed-forward products (trainer.pallas.ffn), their
+#   0. when a run of step 1 uses the Pallas feed-forward products (trainer.pallas.ffn), their
 #      block shapes timed against XLA's block on the card (at most 80 s); the fastest whose
 #      gradients are about as close to float32 as XLA's goes to those runs (PALLAS_FFN_BLOCKS);
-#      likewise the Pallas attention's blocks against cuDNN's and XLA's attention (at most 50 s,
-#      PALLAS_ATTENTION_BLOCKS);
+#      the Pallas attention's blocks against cuDNN's and XLA's attention (at most 50 s,
+#      PALLAS_ATTENTION_BLOCKS), which every later step takes;
 #   1. the attention probe (cuDNN calls compiled, cuDNN dropout checked on the device), then our
-#      step (the trainer's defaults), our step with attention, the feed-forward products and
-#      residual, dropout and LayerNorm in Pallas kernels (--pallas_kernels all, trainer.pallas),
-#      PyTorch with torch.compile on the masked
-#      positions, and our step with the Pallas kernels but attention (cuDNN's), each profiled,
-#      with the optimised HLO of ours;
+#      step with the trainer's defaults (--pallas_kernels auto: on an H100 or H200 the Pallas
+#      residual/dropout/LayerNorm kernels and the Pallas attention, trainer.pallas), our step
+#      without Pallas kernels (cuDNN attention) and PyTorch with torch.compile on the masked
+#      positions, each profiled, with the optimised HLO of ours;
 #   2. 300 steps of trainer.task itself (fit, callbacks, checkpoint, evaluation, export; its
-#      progress lines give MFU), with the --pallas_kernels of step 1's fastest JAX run, cut
-#      short where the deadline needs it, skipped when under 90 s are left;
-#   3. while the session's deadline allows: the Pallas attention alone, the Pallas feed-forward
-#      products alone, the Pallas LayerNorm kernels alone, queries, keys and values from one
-#      joined product (the form before), the position-embedding gradient as XLA's plain sum (the form
-#      before), no attention-probability dropout (what cuDNN's dropout costs), Threefry dropout
-#      masks, LayerNorm statistics in one pass, every matrix product
-#      on cuBLASLt, the tanh GELU (original BERT's), keras.ops.gelu in place of
-#      trainer.layers.activation, XLA attention, RngBitGenerator dropout masks, the stock
-#      PyTorch model, and our step at batch 512.
+#      progress lines give MFU), with its default --pallas_kernels (or GPU_SESSION_TASK_KERNELS),
+#      cut short where the deadline needs it, skipped when under 90 s are left;
+#   3. while the session's deadline allows: the Pallas attention alone, the Pallas LayerNorm
+#      kernels alone, queries, keys and values from one joined product (the form before), the
+#      position-embedding gradient as XLA's plain sum (the form before), no attention-probability
+#      dropout, Threefry dropout masks, LayerNorm statistics in one pass, every matrix product on
+#      cuBLASLt, the tanh GELU (original BERT's), keras.ops.gelu in place of
+#      trainer.layers.activation, XLA attention, RngBitGenerator dropout masks, the stock PyTorch
+#      model, every Pallas kernel (the feed-forward products too), the Pallas feed-forward
+#      products alone, and our step at batch 512.
 set -euo pipefail
 OUT=${OUT:?set OUT to the output folder}
 mkdir -p "$OUT"
@@ -66,12 +65,13 @@ if command -v nvidia-smi >/dev/null; then
 fi
 start=$SECONDS
 deadline=${GPU_SESSION_DEADLINE_S:-560}
-runs=${GPU_SESSION_RUNS:-keras_jax,keras_jax_pallas_all,torch_gathered,keras_jax_pallas_norm_ffn}
-more_runs=${GPU_SESSION_MORE_RUNS:-keras_jax_pallas_attention,keras_jax_pallas_ffn,keras_jax_pallas_norm,keras_jax_qkv_joined,keras_jax_position_sum,keras_jax_noattndrop,keras_jax_threefry,keras_jax_welford,keras_jax_cublas,keras_jax_gelu_tanh,keras_jax_keras_gelu,keras_jax_xla,keras_jax_rbg,torch_full}
-# 0. The Pallas feed-forward products' blocks, when a run uses them: each candidate timed
-# against XLA's own block on the card, in at most 80 s; the fastest whose gradients are about
-# as close to float32 as XLA's goes to those runs. Then the same for the Pallas attention.
-if [[ ",$runs,$more_runs," == *_pallas_*ffn,* || ",$runs,$more_runs," == *_pallas_all,* ]]; then
+runs=${GPU_SESSION_RUNS:-keras_jax,keras_jax_no_pallas,torch_gathered}
+more_runs=${GPU_SESSION_MORE_RUNS:-keras_jax_pallas_attention,keras_jax_pallas_norm,keras_jax_qkv_joined,keras_jax_position_sum,keras_jax_noattndrop,keras_jax_threefry,keras_jax_welford,keras_jax_cublas,keras_jax_gelu_tanh,keras_jax_keras_gelu,keras_jax_xla,keras_jax_rbg,torch_full,keras_jax_pallas_all,keras_jax_pallas_ffn}
+# 0. The Pallas feed-forward products' blocks, when a run of step 1 uses them: each candidate
+# timed against XLA's own block on the card, in at most 80 s; the fastest whose gradients are
+# about as close to float32 as XLA's goes to those runs. Then the same for the Pallas attention,
+# which the trainer's default (keras_jax, trainer.task) takes on an H100 or H200.
+if [[ ",$runs," == *_pallas_*ffn,* || ",$runs," == *_pallas_all,* ]]; then
     KERAS_BACKEND=jax timeout 80 python3 -m benchmarks.pallas_ffn --time_budget_s 55 \
         --out "$OUT/pallas_ffn_sweep.json" ${GPU_SESSION_SWEEP_FLAGS:-} 2>&1 | tee "$OUT/pallas_ffn_sweep.log" \
         || echo "pallas_ffn exited with $?"
@@ -81,7 +81,8 @@ if [[ ",$runs,$more_runs," == *_pallas_*ffn,* || ",$runs,$more_runs," == *_palla
         export PALLAS_FFN_BLOCKS=$best
     fi
 fi
-if [[ ",$runs,$more_runs," == *_pallas_attention,* || ",$runs,$more_runs," == *_pallas_all,* ]]; then
+if [[ ",$runs,$more_runs," == *,keras_jax,* || ",$runs,$more_runs," == *_pallas_*attention,* \
+    || ",$runs,$more_runs," == *_pallas_all,* ]]; then
     KERAS_BACKEND=jax timeout 50 python3 -m benchmarks.pallas_attention --time_budget_s 30 \
         --out "$OUT/pallas_attention_sweep.json" ${GPU_SESSION_ATTENTION_SWEEP_FLAGS:-} 2>&1 \
         | tee "$OUT/pallas_attention_sweep.log" || echo "pallas_attention exited with $?"
@@ -111,17 +112,10 @@ fi
 # The trainer itself, end to end, on the GPU with NumPy synthetic batches (no TensorFlow there):
 # BERT-base, batch 256; its examples/s after the first window, against the bare step above with the same kernels,
 # is what fit, the callbacks and the input add. At most 200 s, less when the deadline is near.
-# Skipped when under 90 s are left: too short to compile and time BERT-base. With the
-# --pallas_kernels of the fastest of step 1's keras_jax (none), keras_jax_pallas_all (all) and
-# keras_jax_pallas_norm_ffn (norm,ffn); none when keras_jax did not run. GPU_SESSION_TASK_KERNELS
-# names them instead.
-task_kernels=${GPU_SESSION_TASK_KERNELS:-}
-[ -n "$task_kernels" ] || task_kernels=$(python3 -c "import json, sys
-speed = {r['run']: r.get('examples_per_s') or 0 for r in json.load(open(sys.argv[1]))['results']}
-kinds = {'keras_jax': 'none', 'keras_jax_pallas_all': 'all', 'keras_jax_pallas_norm_ffn': 'norm,ffn'}
-best = max(kinds, key=lambda run: speed.get(run, 0))
-print(kinds[best] if speed.get('keras_jax', 0) > 0 else 'none')" \
-    "$OUT/gpu_bench.json" 2>/dev/null || echo none)
+# Skipped when under 90 s are left: too short to compile and time BERT-base. With the trainer's
+# default --pallas_kernels, auto (on an H100 or H200: norm and attention, as keras_jax above);
+# GPU_SESSION_TASK_KERNELS names others.
+task_kernels=${GPU_SESSION_TASK_KERNELS:-auto}
 echo "== trainer.task with --pallas_kernels $task_kernels"
 task_s=$((deadline - (SECONDS - start) - 10))
 task_s=$((task_s < 200 ? task_s : 200))

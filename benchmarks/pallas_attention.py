@@ -125,6 +125,11 @@ CANDIDATES = [
 
 def main(argv: list[str] | None = None) -> None:
     from benchmarks import pallas_ffn
+    from trainer.distribute import keep_cudnn_out_of_command_buffers
+
+    # Before JAX starts its GPU backend: cuDNN's attention, one of the candidates, aborted the
+    # process inside CUDA graphs (as in trainer.task, which adds the same flag).
+    keep_cudnn_out_of_command_buffers()
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch_size", type=int, default=256)

@@ -211,7 +211,9 @@ def torch_train_step(
 # LayerNorm in Pallas kernels; "ffn" the feed-forward block's first product with the GELU in its
 # epilogue, forward and backward, as Pallas products; "attention" attention with the hash
 # dropout of its probabilities in one Pallas kernel forward and one backward, which writes the
-# joined gradient that the query, key and value projections read.
+# joined gradient that the query, key and value projections read. Without "pallas_kernels" a
+# run takes trainer.task's default, auto (trainer.pallas.automatic: norm and attention on one GPU
+# of compute capability 9.x, none elsewhere; none in gpu_compile, which compiles without one).
 RUNS = {
     "keras_jax": ("keras_jax", {}),
     "keras_jax_xla": ("keras_jax", {"attention_impl": "xla"}),
@@ -228,10 +230,12 @@ RUNS = {
     "keras_jax_position_sum": ("keras_jax", {"position_sum": True}),
     "keras_jax_welford": ("keras_jax", {"welford": True}),
     "keras_jax_qkv_joined": ("keras_jax", {"qkv_joined": True}),
+    "keras_jax_no_pallas": ("keras_jax", {"pallas_kernels": ()}),
     "keras_jax_pallas_norm": ("keras_jax", {"pallas_kernels": ("norm",)}),
     "keras_jax_pallas_ffn": ("keras_jax", {"pallas_kernels": ("ffn",)}),
     "keras_jax_pallas_norm_ffn": ("keras_jax", {"pallas_kernels": ("norm", "ffn")}),
     "keras_jax_pallas_attention": ("keras_jax", {"pallas_kernels": ("attention",)}),
+    "keras_jax_pallas_norm_attention": ("keras_jax", {"pallas_kernels": ("norm", "attention")}),
     "keras_jax_pallas_all": ("keras_jax", {"pallas_kernels": ("norm", "ffn", "attention")}),
     # Every matrix product on cuBLAS(Lt) rather than XLA's autotuned choice between it and
     # Triton: biases then go into the products' epilogues.
@@ -417,14 +421,24 @@ def _keras_setup(spec: BenchSpec, overrides: dict, *, probe: bool = True):
     keras.mixed_precision.set_global_policy(policy)
     keras.utils.set_random_seed(spec.seed)
     config = _config(spec, overrides)
+    pallas_kinds = overrides.get("pallas_kernels", "auto")  # trainer.task's default
     options = KernelOptions(
         attention=overrides.get("attention_impl", "auto"),
         dropout_rng=overrides.get("dropout_rng", "auto"),
-        pallas=overrides.get("pallas_kernels", ()),
+        pallas=() if pallas_kinds == "auto" else pallas_kinds,
     )
     if probe and keras.backend.backend() == "jax":  # as trainer.task does: settle auto with a compile probe
-        from trainer import kernels
+        from trainer import kernels, pallas
 
+        if pallas_kinds == "auto":
+            kinds = pallas.automatic(
+                options,
+                config=config,
+                batch_size=spec.batch_size // overrides.get("gradient_accumulation_steps", 1),
+                seq_len=spec.seq_length,
+                dtype=keras.config.dtype_policy().compute_dtype,
+            )
+            options = dataclasses.replace(options, pallas=kinds)
         options = kernels.resolve(
             options,
             config=config,
@@ -538,7 +552,8 @@ def run_keras_jax(spec: BenchSpec, overrides: dict) -> dict:
     if stats:
         extra["peak_memory_gib"] = stats.get("peak_bytes_in_use", 0) / 2**30
     extra.update(_compiled_sizes(compiled))
-    pallas_kinds = overrides.get("pallas_kernels", ())
+    pallas_kinds = model.kernel_options.pallas  # as given, or auto's choice
+    extra["pallas_kernels"] = list(pallas_kinds)
     if "ffn" in pallas_kinds:  # the blocks used, and how many layers took the kernels
         from trainer.pallas import ffn
 

@@ -7,6 +7,7 @@ against the XLA path element by element, and lowers them for an H100.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import subprocess
@@ -48,6 +49,43 @@ def test_the_flag_names_kinds_in_a_fixed_order_and_refuses_others():
         KernelOptions(pallas=("layernorm",))
 
 
+def test_auto_takes_norm_and_attention_on_one_hopper_gpu_where_they_fit():
+    # --pallas_kernels auto (trainer.task's default): the kinds measured faster on an H100, on
+    # one GPU of compute capability 9.x, each where it fits the run; none anywhere else.
+    from trainer import pallas
+    from trainer.config import BertConfig
+
+    base = BertConfig.from_preset("base")
+    run = dict(config=base, batch_size=256, seq_len=128, dtype="bfloat16", backend="jax")
+    hopper = dict(run, platform="gpu", capability="9.0")
+    options = KernelOptions()
+    assert pallas.automatic(options, **hopper) == ("norm", "attention")
+    assert pallas.automatic(options, **dict(hopper, dtype="float16")) == ("norm", "attention")
+    # attention only up to 128 tokens (BERT's second phase at 512 keeps norm)
+    assert pallas.automatic(options, **dict(hopper, seq_len=512)) == ("norm",)
+    # attention named by --attention_impl stays there
+    for attention in ("xla", "cudnn"):
+        assert pallas.automatic(KernelOptions(attention=attention), **hopper) == ("norm",)
+    for kinds, changed in (
+        ((), dict(capability="8.0")),  # an A100: not measured
+        ((), dict(capability="10.0")),  # a B200: not measured
+        ((), dict(platform="cpu", capability=None)),
+        ((), dict(platform="tpu", capability=None)),
+        ((), dict(devices=2)),
+        ((), dict(dtype="float32")),
+        ((), dict(backend="tensorflow")),
+        ((), dict(batch_size=3, seq_len=80)),  # 240 rows and an 80-token sequence fit neither
+    ):
+        assert pallas.automatic(options, **dict(hopper, **changed)) == kinds, changed
+    # masks other than hash: both kinds drop, so neither; without dropout both still fit
+    assert pallas.automatic(KernelOptions(dropout_rng="rbg"), **hopper) == ()
+    no_dropout = dataclasses.replace(base, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    assert pallas.automatic(KernelOptions(dropout_rng="rbg"), **dict(hopper, config=no_dropout)) == (
+        "norm",
+        "attention",
+    )
+
+
 def test_the_model_with_every_kernel_has_the_xla_paths_loss_and_gradients():
     # The whole tiny model (embeddings, 2 layers, MLM and NSP heads) in mixed_bfloat16 with the
     # kernels and without, and in float32 without, on the same weights, batch and hash-dropout
@@ -74,8 +112,9 @@ def test_training_with_every_kernel_follows_the_xla_path(tmp_path):
     common = [*TINY, "--batch_size", "8", "--train_steps", "4", "--log_every", "1", "--checkpoint_every", "4",
               "--eval_every", "4", "--eval_steps", "2", "--precision", "mixed_bfloat16"]  # fmt: skip
     runs = {}
-    for kinds in ("none", "all"):
-        proc = _task(*common, "--model_dir", str(tmp_path / kinds), "--pallas_kernels", kinds)
+    for kinds in ("auto", "all"):  # auto, the default, takes none on the CPU
+        flags = ["--pallas_kernels", kinds] if kinds != "auto" else []
+        proc = _task(*common, "--model_dir", str(tmp_path / kinds), *flags)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         runs[kinds] = proc.stdout + proc.stderr
     log = runs["all"]
@@ -87,11 +126,12 @@ def test_training_with_every_kernel_follows_the_xla_path(tmp_path):
     traced = re.search(r"Pallas kernels traced into the steps: norm (\d+), ffn (\d+), attention (\d+)", log)
     assert traced and int(traced[1]) >= 4 and int(traced[2]) >= 2 and int(traced[3]) >= 2, log[-3000:]
     assert int(traced[1]) == 2 * int(traced[2])
-    xla, fused = _losses(runs["none"]), _losses(log)
+    xla, fused = _losses(runs["auto"]), _losses(log)
     assert len(xla["train"]) == len(fused["train"]) == 4 and len(xla["eval"]) == len(fused["eval"]) >= 1
     for want, got in zip(xla["train"] + xla["eval"], fused["train"] + fused["eval"], strict=True):
         assert abs(got - want) <= 2e-3 * want, (xla, fused)
-    assert "Pallas" not in runs["none"]
+    assert "Pallas kernels: none (--pallas_kernels auto: JAX runs on cpu)" in runs["auto"]
+    assert "Pallas kernels traced" not in runs["auto"] and "interprets" not in runs["auto"]
 
 
 def test_a_run_the_kernels_cannot_serve_is_refused_with_every_reason(tmp_path):

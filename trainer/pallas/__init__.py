@@ -1,5 +1,7 @@
 """Pallas (Triton) kernels for parts of each encoder layer, JAX backend on an NVIDIA GPU
-(``--pallas_kernels``, ``trainer.config.KernelOptions.pallas``); off by default.
+(``--pallas_kernels``, ``trainer.config.KernelOptions.pallas``). ``trainer.task``'s default,
+``auto``, takes ``AUTO_KINDS`` on one GPU of compute capability 9.x (``automatic``); a
+``KernelOptions`` built in code has none unless it names them.
 
 Three kinds, each chosen alone or with the others:
 
@@ -35,6 +37,11 @@ from trainer.config import PALLAS_KINDS, KernelOptions
 from trainer.kernels import log_once
 
 _16_BIT = ("bfloat16", "float16")
+# What --pallas_kernels auto takes: the kinds that made BERT-base's step faster on an H100
+# (docs/benchmarks_trainer.md, fourth run): norm and attention, 53.6 to 48.8 ms a step. The
+# feed-forward products (ffn) were slower than XLA's (cuBLAS) there, so auto leaves them out.
+AUTO_KINDS = ("norm", "attention")
+AUTO_CAPABILITY_MAJOR = 9  # Hopper, where they were measured
 
 
 def refusals(kinds, *, config, batch_size: int, seq_len: int, dtype, dropout_rng: str) -> list[str]:
@@ -120,6 +127,55 @@ def check(options: KernelOptions, *, config, batch_size: int, seq_len: int, dtyp
     log_once(logging.INFO, f"Pallas kernels: {', '.join(options.pallas)}")
 
 
+def automatic(
+    options: KernelOptions, *, config, batch_size: int, seq_len: int, dtype,
+    devices: int = 1, backend: str | None = None, platform: str | None = None,
+    capability: str | None = None,
+) -> tuple[str, ...]:
+    """``--pallas_kernels auto``: the kinds of ``AUTO_KINDS`` that this run can take (``refusals``)
+    on one NVIDIA GPU of compute capability 9.x, where they were measured faster than XLA and
+    cuDNN; none elsewhere (another backend, the CPU, a TPU, several devices, another GPU).
+    Attention only while ``--attention_impl`` is auto. Logs what it chose and why.
+
+    ``backend`` (Keras'), ``platform`` (JAX's default backend) and ``capability`` (``"9.0"``)
+    come from Keras and JAX unless given; ``devices`` is the run's device count.
+    """
+    why = None
+    backend = backend or keras.backend.backend()
+    if backend != "jax":
+        why = f"Keras runs on {backend}"
+    elif platform is None or (platform == "gpu" and capability is None):
+        import jax
+
+        platform = platform or jax.default_backend()
+        if platform == "gpu" and capability is None:
+            capability = getattr(jax.devices()[0], "compute_capability", None)
+    if why is None and platform != "gpu":
+        why = f"JAX runs on {platform}"
+    elif why is None and devices > 1:
+        why = f"{devices} devices; the kernels run on one"
+    elif why is None and str(capability).split(".")[0] != str(AUTO_CAPABILITY_MAJOR):
+        why = f"compute capability {capability}; they were measured faster on {AUTO_CAPABILITY_MAJOR}.x only"
+    if why is not None:
+        log_once(logging.INFO, f"Pallas kernels: none (--pallas_kernels auto: {why})")
+        return ()
+    wanted = [k for k in AUTO_KINDS if k != "attention" or options.attention == "auto"]
+    sizes = dict(config=config, batch_size=batch_size, seq_len=seq_len, dtype=dtype)
+    reasons = {
+        kind: refusals((kind,), **sizes, dropout_rng=options.dropout_for(backend)) for kind in wanted
+    }
+    kinds = tuple(kind for kind in wanted if not reasons[kind])
+    left = "; ".join(dict.fromkeys(r for kind in wanted for r in reasons[kind]))
+    if options.attention != "auto" and "attention" in AUTO_KINDS:
+        left = "; ".join(filter(None, [left, f"attention: --attention_impl {options.attention}"]))
+    log_once(
+        logging.INFO,
+        f"Pallas kernels: {', '.join(kinds) or 'none'} (--pallas_kernels auto on compute capability "
+        f"{capability}{'; not ' + left if left else ''})",
+    )
+    return kinds
+
+
 def call_refusal(dtype, rate: float, options: KernelOptions, symbolic: bool) -> str | None:
     """Why a layer call cannot take the kernels whatever its shapes (another backend than JAX,
     ``dtype`` activations other than 16-bit, a ``rate`` of dropout whose masks are not hash
@@ -149,4 +205,4 @@ def traced(kinds=PALLAS_KINDS) -> str:
     return ", ".join(f"{kind} {_module(kind).taken}" for kind in kinds)
 
 
-__all__ = ["PALLAS_KINDS", "check", "fell_back", "refusals", "traced"]
+__all__ = ["AUTO_KINDS", "PALLAS_KINDS", "automatic", "check", "fell_back", "refusals", "traced"]
