@@ -12,12 +12,14 @@
 # trainer.task flags, GPU_SESSION_DEADLINE_S replaces the 560 s deadline; GPU_SESSION_RUNS and
 # GPU_SESSION_MORE_RUNS replace the runs of steps 1 and 3 when not empty, and
 # GPU_SESSION_LARGE_BATCH_RUNS those repeated at batch 512, where empty means none;
-# GPU_SESSION_SWEEP_FLAGS is appended to the benchmarks.pallas_ffn flags of step 0, and
+# GPU_SESSION_SWEEP_FLAGS is appended to the benchmarks.pallas_ffn flags of step 0,
+# GPU_SESSION_NORM_SWEEP_FLAGS to the benchmarks.pallas_norm ones and
 # GPU_SESSION_ATTENTION_SWEEP_FLAGS to the benchmarks.pallas_attention ones;
 # GPU_SESSION_TASK_KERNELS names step 2's --pallas_kernels in place of auto):
 #   GPU_SESSION_TASK_FLAGS="--model_size tiny --batch_size 8 --train_steps 30 --log_every 10 \
 #     --checkpoint_every 30" GPU_SESSION_SWEEP_FLAGS="--rows 1024 --hidden 128 --intermediate 512 \
 #     --repeats 1" GPU_SESSION_ATTENTION_SWEEP_FLAGS="--batch_size 8 --seq_len 128 --heads 2 \
+#     --repeats 1" GPU_SESSION_NORM_SWEEP_FLAGS="--batch_size 8 --seq_len 128 --hidden 128 \
 #     --repeats 1" OUT=/tmp/gs bash benchmarks/gpu_session.sh --size tiny --batch_size 8 \
 #     --steps 4 --windows 2 --device cpu --peak_tflops 0.33 --no_torch_compile --profile_steps 2
 #
@@ -31,8 +33,9 @@
 #   0. when a run of step 1 uses the Pallas feed-forward products (trainer.pallas.ffn), their
 #      block shapes timed against XLA's block on the card (at most 80 s); the fastest whose
 #      gradients are about as close to float32 as XLA's goes to those runs (PALLAS_FFN_BLOCKS);
-#      the Pallas attention's blocks against cuDNN's and XLA's attention (at most 50 s,
-#      PALLAS_ATTENTION_BLOCKS), which every later step takes;
+#      the Pallas LayerNorm kernels' blocks against the XLA path (at most 60 s,
+#      PALLAS_NORM_BLOCKS) and the Pallas attention's against cuDNN's and XLA's attention (at
+#      most 50 s, PALLAS_ATTENTION_BLOCKS), which every later step takes;
 #   1. the attention probe (cuDNN calls compiled, cuDNN dropout checked on the device), then our
 #      step with the trainer's defaults (--pallas_kernels auto: on an H100 or H200 the Pallas
 #      residual/dropout/LayerNorm kernels and the Pallas attention, trainer.pallas), our step
@@ -79,6 +82,17 @@ if [[ ",$runs," == *_pallas_*ffn,* || ",$runs," == *_pallas_all,* ]]; then
     if [ -n "$best" ]; then
         echo "== PALLAS_FFN_BLOCKS=$best"
         export PALLAS_FFN_BLOCKS=$best
+    fi
+fi
+if [[ ",$runs,$more_runs," == *,keras_jax,* || ",$runs,$more_runs," == *_pallas_norm* \
+    || ",$runs,$more_runs," == *_pallas_all,* ]]; then
+    KERAS_BACKEND=jax timeout 60 python3 -m benchmarks.pallas_norm --time_budget_s 40 \
+        --out "$OUT/pallas_norm_sweep.json" ${GPU_SESSION_NORM_SWEEP_FLAGS:-} 2>&1 \
+        | tee "$OUT/pallas_norm_sweep.log" || echo "pallas_norm exited with $?"
+    best=$(sed -n 's/^PALLAS_NORM_BEST //p' "$OUT/pallas_norm_sweep.log" | tail -1)
+    if [ -n "$best" ]; then
+        echo "== PALLAS_NORM_BLOCKS=$best"
+        export PALLAS_NORM_BLOCKS=$best
     fi
 fi
 if [[ ",$runs,$more_runs," == *,keras_jax,* || ",$runs,$more_runs," == *_pallas_*attention,* \

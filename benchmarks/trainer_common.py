@@ -561,7 +561,7 @@ def run_keras_jax(spec: BenchSpec, overrides: dict) -> dict:
     if "norm" in pallas_kinds:
         from trainer.pallas import norm
 
-        extra["pallas_norm"] = {"sublayers_traced": norm.taken}
+        extra["pallas_norm"] = {"blocks": list(norm.BLOCKS), "sublayers_traced": norm.taken}
     if "attention" in pallas_kinds:
         from trainer.pallas import attention
 

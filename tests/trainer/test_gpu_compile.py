@@ -502,6 +502,49 @@ def test_the_pallas_attention_sweep_times_each_block_choice_and_names_the_fastes
     assert proc.returncode == 2 and "--candidates entry [16, 4, 32]: want" in proc.stderr, proc.stderr
 
 
+def test_the_pallas_norm_sweep_times_each_block_choice_and_names_the_fastest(tmp_path):
+    # What a GPU session runs before its runs (benchmarks/gpu_session.sh): on CPU in interpret
+    # mode at a tiny size, the trainer's XLA path for a sublayer's residual sum, dropout and
+    # LayerNorm, then each candidate (one the rows do not fit, refused by name), and the
+    # fastest good one on the last line.
+    out = tmp_path / "sweep.json"
+    flags = ["--batch_size", "2", "--seq_len", "16", "--hidden", "128"]  # 32 rows
+    candidates = "[[16, 8, 32, 8, 8], [8, 4, 16, 4, 4], [16, 8, 64, 8, 8]]"
+    cmd, env, proc = _sweep("benchmarks.pallas_norm", flags, out, candidates)
+    report = json.loads(out.read_text())
+    assert (report["batch_size"], report["seq_len"], report["hidden"]) == (2, 16, 128)
+    names = [r["name"] for r in report["results"]]
+    assert names == ["xla", "pallas (16, 8, 32, 8, 8)", "pallas (8, 4, 16, 4, 4)", "pallas (16, 8, 64, 8, 8)"]
+    xla, *good, refused = report["results"]
+    assert refused["error"] == "batch x sequence length = 32 rows, not a multiple of 64"
+    # The product's, bias's, residual's, gamma's and beta's gradients against the XLA path in
+    # float32, same mask: bf16-sized for XLA's, as small for each candidate's (the same
+    # function, rounding for rounding), and the bias's smaller (summed in float32).
+    assert len(xla["gradient_errors"]) == 5 and max(xla["gradient_errors"]) < 0.05 and xla["ms"] > 0
+    for candidate in good:
+        for mine, theirs in zip(candidate["gradient_errors"], xla["gradient_errors"], strict=True):
+            assert mine <= 1.1 * theirs + 2e-3, (candidate, xla)
+        assert candidate["gradient_errors"][1] < xla["gradient_errors"][1], (candidate, xla)
+    # other blocks, the same values: both candidates' losses and gradients' errors agree
+    assert good[0]["loss"] == good[1]["loss"]
+    for a, b in zip(good[0]["gradient_errors"], good[1]["gradient_errors"], strict=True):
+        assert abs(a - b) <= 1e-6, good
+    fastest = min(good, key=lambda c: c["ms"])
+    assert report["best"]["blocks"] == fastest["blocks"]
+    assert proc.stdout.splitlines()[-1] == "PALLAS_NORM_BEST " + ",".join(map(str, fastest["blocks"]))
+    # the blocks a session passes on are read and checked when the module is imported
+    env["PALLAS_NORM_BLOCKS"] = "16,8,32,64,8"
+    proc = subprocess.run([sys.executable, "-c", "import trainer.pallas.norm"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert "PALLAS_NORM_BLOCKS='16,8,32,64,8': want rows,warps" in proc.stderr, proc.stderr
+    env["PALLAS_NORM_BLOCKS"] = "8,4,16,4,4"
+    proc = subprocess.run(
+        [sys.executable, "-c", "from trainer.pallas import norm; print(norm.BLOCKS, norm.refusal((1, 24, 8)))"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.stdout.strip() == "(8, 4, 16, 4, 4) batch x sequence length = 24 rows, not a multiple of 16"
+
+
 def test_bad_input_is_refused_by_name(tmp_path, capsys):
     from benchmarks import gpu_compile
 

@@ -128,8 +128,15 @@ def check(options: KernelOptions, *, config, batch_size: int, seq_len: int, dtyp
 
 
 def automatic(
-    options: KernelOptions, *, config, batch_size: int, seq_len: int, dtype,
-    devices: int = 1, backend: str | None = None, platform: str | None = None,
+    options: KernelOptions,
+    *,
+    config,
+    batch_size: int,
+    seq_len: int,
+    dtype,
+    devices: int = 1,
+    backend: str | None = None,
+    platform: str | None = None,
     capability: str | None = None,
 ) -> tuple[str, ...]:
     """``--pallas_kernels auto``: the kinds of ``AUTO_KINDS`` that this run can take (``refusals``)
@@ -161,9 +168,7 @@ def automatic(
         return ()
     wanted = [k for k in AUTO_KINDS if k != "attention" or options.attention == "auto"]
     sizes = dict(config=config, batch_size=batch_size, seq_len=seq_len, dtype=dtype)
-    reasons = {
-        kind: refusals((kind,), **sizes, dropout_rng=options.dropout_for(backend)) for kind in wanted
-    }
+    reasons = {kind: refusals((kind,), **sizes, dropout_rng=options.dropout_for(backend)) for kind in wanted}
     kinds = tuple(kind for kind in wanted if not reasons[kind])
     left = "; ".join(dict.fromkeys(r for kind in wanted for r in reasons[kind]))
     if options.attention != "auto" and "attention" in AUTO_KINDS:

@@ -28,18 +28,44 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 
 import keras
 from keras import ops
 
-# Rows per program and warps per program, forward and backward: first choices, not tuned on a
-# GPU (a row of 768 is loaded as 1,024 values; 8 warps keep 64 of each float32 block per
-# thread forward). The backward writes per-block partial sums, [R / 32, H] float32 each, and
-# takes its block's rows 8 at a time: compiled for an H100 (BERT-base), 32 rows at once spilled
-# registers with 16 warps (1.6 KB a thread; 512 threads get at most 128 registers each), and so
-# did 16 rows with 8 or 16 warps.
-BLOCK_ROWS, WARPS = 16, 8
-BACKWARD_BLOCK_ROWS, BACKWARD_CHUNK_ROWS, BACKWARD_WARPS = 32, 8, 8
+
+def _checked_blocks(values, source: str) -> tuple:
+    """``values`` as blocks: rows and warps per program forward, then rows per program, rows at
+    a time and warps backward (five powers of two, the rows at a time no more than the
+    backward's rows); a ValueError naming ``source`` otherwise."""
+    try:
+        blocks = tuple(int(str(v)) for v in values)
+    except (TypeError, ValueError):
+        blocks = ()
+    if len(blocks) != 5 or min(blocks) < 1 or any(b & (b - 1) for b in blocks) or blocks[3] > blocks[2]:
+        raise ValueError(
+            f"{source}: want rows,warps,backward_rows,backward_chunk_rows,backward_warps (five powers "
+            "of two, backward_chunk_rows at most backward_rows)"
+        )
+    return blocks
+
+
+def _blocks(text: str | None) -> tuple:
+    """The blocks that ``PALLAS_NORM_BLOCKS`` names, or the first choice when it is unset or empty."""
+    if not text:
+        return (16, 8, 32, 8, 8)
+    return _checked_blocks(text.split(","), f"PALLAS_NORM_BLOCKS={text!r}")
+
+
+# Rows and warps per program forward; rows per program, rows at a time and warps backward. First
+# choices: a row of 768 is loaded as 1,024 values; 8 warps keep 64 of each float32 block per
+# thread forward. The backward writes per-block partial sums, [R / rows, H] float32 each, and
+# takes its block's rows some at a time: compiled for an H100 (BERT-base), 32 rows at once
+# spilled registers with 16 warps (1.6 KB a thread; 512 threads get at most 128 registers
+# each), and so did 16 rows with 8 or 16 warps. On an H100 (BERT-base, batch 256) these ran the
+# backward at about 1.2 TB/s, the forward near 2 (docs/benchmarks_trainer.md, fourth run):
+# ``benchmarks.pallas_norm`` times other choices, passed in ``PALLAS_NORM_BLOCKS``.
+BLOCKS = _blocks(os.environ.get("PALLAS_NORM_BLOCKS"))
 # None: interpret the kernel unless JAX runs on a GPU. benchmarks.gpu_compile sets False: it
 # lowers for a GPU from a CPU process.
 interpret: bool | None = None
@@ -74,8 +100,9 @@ def _dropped(values, keys_ref, block: int, seq_len: int, width: int, rate: float
 
 @functools.cache
 def _forward_call(
-    rows: int, seq_len: int, width: int, dtype: str, rate: float, epsilon: float, interpret: bool
-):
+    rows: int, seq_len: int, width: int, dtype: str, rate: float, epsilon: float, interpret: bool,
+    blocks: tuple = BLOCKS,
+):  # fmt: skip
     import jax
     import jax.numpy as jnp
     from jax.experimental import pallas as pl
@@ -83,16 +110,17 @@ def _forward_call(
 
     padded = 1 << (width - 1).bit_length()
     act = jnp.dtype(dtype)
+    block, warps = blocks[:2]
 
     def kernel(keys_ref, x_ref, b_ref, r_ref, g_ref, beta_ref, y_ref, s_ref, mean_ref, rstd_ref):
-        cols = jax.lax.broadcasted_iota(jnp.int32, (BLOCK_ROWS, padded), 1)
+        cols = jax.lax.broadcasted_iota(jnp.int32, (block, padded), 1)
         valid = cols < width
         in_row = jax.lax.broadcasted_iota(jnp.int32, (1, padded), 1) < width
         span = (slice(None), pl.ds(0, padded))
         x = plt.load(x_ref.at[span], mask=valid, other=0)
         bias = plt.load(b_ref.at[span], mask=in_row, other=0)
         a = (x.astype(jnp.float32) + bias.astype(jnp.float32)).astype(act)  # the Dense output
-        a = _dropped(a, keys_ref, BLOCK_ROWS, seq_len, width, rate)
+        a = _dropped(a, keys_ref, block, seq_len, width, rate)
         residual = plt.load(r_ref.at[span], mask=valid, other=0)
         s = (residual.astype(jnp.float32) + a.astype(jnp.float32)).astype(act)
         plt.store(s_ref.at[span], s, mask=valid)
@@ -106,25 +134,27 @@ def _forward_call(
         mean_ref[...] = mean
         rstd_ref[...] = rstd
 
-    rows_spec = pl.BlockSpec((BLOCK_ROWS, width), lambda i: (i, 0))
+    rows_spec = pl.BlockSpec((block, width), lambda i: (i, 0))
     vector = pl.BlockSpec((1, width), lambda i: (0, 0))
-    stat = pl.BlockSpec((BLOCK_ROWS, 1), lambda i: (i, 0))
+    stat = pl.BlockSpec((block, 1), lambda i: (i, 0))
     array = jax.ShapeDtypeStruct((rows, width), act)
     stats = jax.ShapeDtypeStruct((rows, 1), jnp.float32)
     return pl.pallas_call(
         kernel,
         out_shape=(array, array, stats, stats),
-        grid=(rows // BLOCK_ROWS,),
+        grid=(rows // block,),
         in_specs=[pl.BlockSpec((2,), lambda i: (0,)), rows_spec, vector, rows_spec, vector, vector],
         out_specs=(rows_spec, rows_spec, stat, stat),
-        compiler_params=plt.CompilerParams(num_warps=WARPS),
+        compiler_params=plt.CompilerParams(num_warps=warps),
         interpret=interpret,
         name="residual_norm_forward",
     )
 
 
 @functools.cache
-def _backward_call(rows: int, seq_len: int, width: int, dtype: str, rate: float, interpret: bool):
+def _backward_call(
+    rows: int, seq_len: int, width: int, dtype: str, rate: float, interpret: bool, blocks: tuple = BLOCKS
+):
     """The LayerNorm backward from the row statistics, the dropout mask applied to the result,
     and per block of rows the partial sums of gamma's, beta's and the bias's gradients."""
     import jax
@@ -134,9 +164,7 @@ def _backward_call(rows: int, seq_len: int, width: int, dtype: str, rate: float,
 
     padded = 1 << (width - 1).bit_length()
     act = jnp.dtype(dtype)
-    block, chunk = BACKWARD_BLOCK_ROWS, min(BACKWARD_CHUNK_ROWS, BACKWARD_BLOCK_ROWS)
-    if block % chunk:  # a partial last chunk would reach into the next program's rows
-        raise ValueError(f"BACKWARD_CHUNK_ROWS={chunk} does not divide BACKWARD_BLOCK_ROWS={block}")
+    block, chunk, warps = blocks[2:]  # powers of two, chunk <= block: whole chunks (_checked_blocks)
 
     def kernel(
         keys_ref, dy_ref, dr_ref, s_ref, mean_ref, rstd_ref, g_ref, ds_ref, da_ref, dg_ref, db_ref, dbias_ref
@@ -181,14 +209,14 @@ def _backward_call(rows: int, seq_len: int, width: int, dtype: str, rate: float,
         grid=(rows // block,),
         in_specs=[pl.BlockSpec((2,), lambda i: (0,)), rows_spec, rows_spec, rows_spec, stat, stat, vector],
         out_specs=(rows_spec, rows_spec, partial, partial, partial),
-        compiler_params=plt.CompilerParams(num_warps=BACKWARD_WARPS),
+        compiler_params=plt.CompilerParams(num_warps=warps),
         interpret=interpret,
         name="residual_norm_backward",
     )
 
 
 @functools.cache
-def _fused_function(rate: float, epsilon: float, interpret: bool):
+def _fused_function(rate: float, epsilon: float, interpret: bool, blocks: tuple):
     import jax
     import jax.numpy as jnp
 
@@ -196,7 +224,7 @@ def _fused_function(rate: float, epsilon: float, interpret: bool):
 
     def run(x, bias, residual, gamma, beta, seed):
         batch, seq_len, width = x.shape
-        call = _forward_call(batch * seq_len, seq_len, width, x.dtype.name, rate, epsilon, interpret)
+        call = _forward_call(batch * seq_len, seq_len, width, x.dtype.name, rate, epsilon, interpret, blocks)
         flat = lambda a: a.reshape(batch * seq_len, width)  # noqa: E731
         y, s, mean, rstd = call(
             jnp.stack(kernels.hash_keys(seed)), flat(x), bias.reshape(1, width), flat(residual),
@@ -220,7 +248,7 @@ def _fused_function(rate: float, epsilon: float, interpret: bool):
     def backward(saved, upstream):
         s, mean, rstd, gamma, bias, seed = saved
         batch, seq_len, width = s.shape
-        call = _backward_call(batch * seq_len, seq_len, width, s.dtype.name, rate, interpret)
+        call = _backward_call(batch * seq_len, seq_len, width, s.dtype.name, rate, interpret, blocks)
         flat = lambda a: a.reshape(batch * seq_len, -1)  # noqa: E731
         ds, da, dgamma, dbeta, dbias = call(
             jnp.stack(kernels.hash_keys(seed)), *(flat(u.astype(s.dtype)) for u in upstream), flat(s),
@@ -235,35 +263,37 @@ def _fused_function(rate: float, epsilon: float, interpret: bool):
     return fused
 
 
-def _whole_blocks(shape) -> bool:
-    """Whether ``shape`` [B, L, H] splits into whole blocks of rows for both kernels' grids."""
-    return (shape[0] * shape[1]) % math.lcm(BLOCK_ROWS, BACKWARD_BLOCK_ROWS) == 0
+def _row_multiple(blocks: tuple = BLOCKS) -> int:
+    """The number of rows, B * L, must be a multiple of: both kernels' grids cover them whole."""
+    return math.lcm(blocks[0], blocks[2])
 
 
-def refusal(shape) -> str | None:
+def refusal(shape, blocks: tuple = BLOCKS) -> str | None:
     """Why activations of ``shape`` [B, L, H] do not fit the kernels, or None."""
-    if _whole_blocks(shape):
+    if (shape[0] * shape[1]) % _row_multiple(blocks) == 0:
         return None
-    return (
-        f"batch x sequence length = {shape[0] * shape[1]} rows, not a multiple of "
-        f"{math.lcm(BLOCK_ROWS, BACKWARD_BLOCK_ROWS)}"
-    )
+    return f"batch x sequence length = {shape[0] * shape[1]} rows, not a multiple of {_row_multiple(blocks)}"
 
 
-def fused_residual_norm(x, bias, residual, gamma, beta, seed, *, rate: float, epsilon: float):
+def fused_residual_norm(
+    x, bias, residual, gamma, beta, seed, *, rate: float, epsilon: float, blocks: tuple | None = None
+):
     """``LayerNorm(residual + hash_dropout(x + bias))`` of 16-bit ``x`` and ``residual`` [B, L, H],
     ``bias`` [H] in their dtype, ``gamma`` and ``beta`` [H] float32, ``seed`` uint32[2] (JAX only;
-    reverse-mode differentiation only). Returns it twice, as ``trainer.layers.residual_norm``
-    does; the backward kernel sums the two copies' gradients."""
+    reverse-mode differentiation only), with ``blocks`` as ``BLOCKS`` (those by default).
+    Returns it twice, as ``trainer.layers.residual_norm`` does; the backward kernel sums the two
+    copies' gradients."""
     import jax
 
-    if not _whole_blocks(x.shape):
+    blocks = BLOCKS if blocks is None else _checked_blocks(blocks, "fused_residual_norm blocks")
+    if refusal(x.shape, blocks):
         raise ValueError(
             f"fused_residual_norm: x of shape {tuple(x.shape)} has B * L = {x.shape[0] * x.shape[1]} rows, "
-            f"not a multiple of {math.lcm(BLOCK_ROWS, BACKWARD_BLOCK_ROWS)}"
+            f"not a multiple of {_row_multiple(blocks)}"
         )
     interpreted = jax.default_backend() != "gpu" if interpret is None else interpret
-    return _fused_function(float(rate), float(epsilon), interpreted)(x, bias, residual, gamma, beta, seed)
+    fused = _fused_function(float(rate), float(epsilon), interpreted, blocks)
+    return fused(x, bias, residual, gamma, beta, seed)
 
 
 def residual_norm(norm, dropout, residual, dense, inputs, training):
