@@ -70,41 +70,32 @@ start=$SECONDS
 deadline=${GPU_SESSION_DEADLINE_S:-560}
 runs=${GPU_SESSION_RUNS:-keras_jax,keras_jax_no_pallas,torch_gathered}
 more_runs=${GPU_SESSION_MORE_RUNS:-keras_jax_pallas_attention,keras_jax_pallas_norm,keras_jax_qkv_joined,keras_jax_position_sum,keras_jax_noattndrop,keras_jax_threefry,keras_jax_welford,keras_jax_cublas,keras_jax_gelu_tanh,keras_jax_keras_gelu,keras_jax_xla,keras_jax_rbg,torch_full,keras_jax_pallas_all,keras_jax_pallas_ffn}
-# 0. The Pallas feed-forward products' blocks, when a run of step 1 uses them: each candidate
-# timed against XLA's own block on the card, in at most 80 s; the fastest whose gradients are
-# about as close to float32 as XLA's goes to those runs. Then the same for the Pallas attention,
-# which the trainer's default (keras_jax, trainer.task) takes on an H100 or H200.
+# 0. A block sweep: benchmarks.pallas_$1 times each candidate against the XLA path on the card
+# in at most $2 s (starting none after $3 s), with the flags in $4; the fastest whose gradients
+# are about as close to float32 as XLA's is exported as PALLAS_<KIND>_BLOCKS for what follows.
+sweep() {
+    local kind=$1 upper
+    upper=$(echo "$1" | tr a-z A-Z)
+    KERAS_BACKEND=jax timeout "$2" python3 -m "benchmarks.pallas_$kind" --time_budget_s "$3" \
+        --out "$OUT/pallas_${kind}_sweep.json" $4 2>&1 | tee "$OUT/pallas_${kind}_sweep.log" \
+        || echo "pallas_$kind exited with $?"
+    best=$(sed -n "s/^PALLAS_${upper}_BEST //p" "$OUT/pallas_${kind}_sweep.log" | tail -1)
+    if [ -n "$best" ]; then
+        echo "== PALLAS_${upper}_BLOCKS=$best"
+        export "PALLAS_${upper}_BLOCKS=$best"
+    fi
+}
+# The feed-forward products' blocks when a run of step 1 uses them; the LayerNorm kernels' and
+# attention's, which the trainer's default (keras_jax, trainer.task) takes on an H100 or H200.
+all=",$runs,$more_runs,"
 if [[ ",$runs," == *_pallas_*ffn,* || ",$runs," == *_pallas_all,* ]]; then
-    KERAS_BACKEND=jax timeout 80 python3 -m benchmarks.pallas_ffn --time_budget_s 55 \
-        --out "$OUT/pallas_ffn_sweep.json" ${GPU_SESSION_SWEEP_FLAGS:-} 2>&1 | tee "$OUT/pallas_ffn_sweep.log" \
-        || echo "pallas_ffn exited with $?"
-    best=$(sed -n 's/^PALLAS_FFN_BEST //p' "$OUT/pallas_ffn_sweep.log" | tail -1)
-    if [ -n "$best" ]; then
-        echo "== PALLAS_FFN_BLOCKS=$best"
-        export PALLAS_FFN_BLOCKS=$best
-    fi
+    sweep ffn 80 55 "${GPU_SESSION_SWEEP_FLAGS:-}"
 fi
-if [[ ",$runs,$more_runs," == *,keras_jax,* || ",$runs,$more_runs," == *_pallas_norm* \
-    || ",$runs,$more_runs," == *_pallas_all,* ]]; then
-    KERAS_BACKEND=jax timeout 60 python3 -m benchmarks.pallas_norm --time_budget_s 40 \
-        --out "$OUT/pallas_norm_sweep.json" ${GPU_SESSION_NORM_SWEEP_FLAGS:-} 2>&1 \
-        | tee "$OUT/pallas_norm_sweep.log" || echo "pallas_norm exited with $?"
-    best=$(sed -n 's/^PALLAS_NORM_BEST //p' "$OUT/pallas_norm_sweep.log" | tail -1)
-    if [ -n "$best" ]; then
-        echo "== PALLAS_NORM_BLOCKS=$best"
-        export PALLAS_NORM_BLOCKS=$best
-    fi
+if [[ $all == *,keras_jax,* || $all == *_pallas_norm* || $all == *_pallas_all,* ]]; then
+    sweep norm 60 40 "${GPU_SESSION_NORM_SWEEP_FLAGS:-}"
 fi
-if [[ ",$runs,$more_runs," == *,keras_jax,* || ",$runs,$more_runs," == *_pallas_*attention,* \
-    || ",$runs,$more_runs," == *_pallas_all,* ]]; then
-    KERAS_BACKEND=jax timeout 50 python3 -m benchmarks.pallas_attention --time_budget_s 30 \
-        --out "$OUT/pallas_attention_sweep.json" ${GPU_SESSION_ATTENTION_SWEEP_FLAGS:-} 2>&1 \
-        | tee "$OUT/pallas_attention_sweep.log" || echo "pallas_attention exited with $?"
-    best=$(sed -n 's/^PALLAS_ATTENTION_BEST //p' "$OUT/pallas_attention_sweep.log" | tail -1)
-    if [ -n "$best" ]; then
-        echo "== PALLAS_ATTENTION_BLOCKS=$best"
-        export PALLAS_ATTENTION_BLOCKS=$best
-    fi
+if [[ $all == *,keras_jax,* || $all == *_pallas_*attention,* || $all == *_pallas_all,* ]]; then
+    sweep attention 50 30 "${GPU_SESSION_ATTENTION_SWEEP_FLAGS:-}"
 fi
 KERAS_BACKEND=jax python3 -m benchmarks.gpu_bench --size base --batch_size 256 \
     --runs "$runs" --optional_runs "" \
