@@ -19,8 +19,13 @@ product measured on the same card.
 
 Runs (``--runs``, in order; each of ``--optional_runs`` starts only while ``--time_budget_s`` allows):
   keras_jax             our model, Keras 3 on JAX, mixed_bfloat16, Keras' jit-compiled JAX train_step,
-                        the trainer's default kernels (cuDNN fused attention with dropout on a GPU,
-                        hash dropout masks computed inside the kernels that apply them)
+                        the trainer's default kernels (--pallas_kernels auto: on an H100 or H200 the
+                        Pallas LayerNorm and attention kernels; hash dropout masks computed inside
+                        the kernels that apply them)
+  keras_jax_no_pallas   keras_jax without Pallas kernels (cuDNN fused attention with dropout on a GPU;
+                        the default before auto). The runs below that change the masks (threefry,
+                        rbg) or name attention (xla) leave out the kernels that need them, and
+                        welford and qkv_joined run without Pallas kernels: compare them with this
   keras_jax_xla         keras_jax with attention in XLA (--attention_impl xla: probabilities materialised)
   keras_jax_threefry    keras_jax with Keras' dropout (JAX's Threefry masks, stored for the backward pass)
   keras_jax_xla_threefry  both of the above (the defaults before hash dropout, where cuDNN is refused)

@@ -23,12 +23,11 @@
 #     --repeats 1" OUT=/tmp/gs bash benchmarks/gpu_session.sh --size tiny --batch_size 8 \
 #     --steps 4 --windows 2 --device cpu --peak_tflops 0.33 --no_torch_compile --profile_steps 2
 #
-# Writes $OUT/pallas_ffn_sweep.json and $OUT/pallas_attention_sweep.json (+ .log),
-# $OUT/gpu_bench.json (+ .log),
-# $OUT/hlo_after_optimizations.tar.gz (the optimised HLO of step 1's JAX runs),
-# $OUT/trainer_task.log and $OUT/gpu_bench_more.json (+ .log); at the end every .log but
-# trainer_task.log, the sweeps and gpu.txt are packed into $OUT/session_logs.tar.gz, since a
-# device call brings back at most 8 files;
+# Writes $OUT/pallas_{ffn,norm,attention}_sweep.json (+ .log, each sweep that ran),
+# $OUT/gpu.txt, $OUT/gpu_bench.json (+ .log), $OUT/hlo_after_optimizations.tar.gz (the optimised
+# HLO of step 1's JAX runs), $OUT/trainer_task.log and $OUT/gpu_bench_more.json (+ .log); at the
+# end every .log but trainer_task.log, the sweeps and gpu.txt are packed into
+# $OUT/session_logs.tar.gz, since a device call brings back at most 8 files;
 # made to end within about 9.5 minutes of its start (one device call of at most 600 s):
 #   0. when a run of step 1 uses the Pallas feed-forward products (trainer.pallas.ffn), their
 #      block shapes timed against XLA's block on the card (at most 80 s); the fastest whose
@@ -109,7 +108,7 @@ fi
 # Should cuDNN attention still abort the process (as it did in CUDA graphs under jaxlib 0.11.2,
 # before trainer.distribute.CUDNN_OUTSIDE_COMMAND_BUFFERS), the rest runs without CUDA graphs.
 if [ -f "$OUT/gpu_bench.json" ] && python3 -c "import json, sys; r = json.load(open(sys.argv[1]))['results'];
-sys.exit(0 if any(x['run'] == 'keras_jax' and 'exit -6' in x.get('error', '') for x in r) else 1)" \
+sys.exit(0 if any(x['run'].startswith('keras_jax') and 'exit -6' in x.get('error', '') for x in r) else 1)" \
     "$OUT/gpu_bench.json" 2>/dev/null; then
     echo "== keras_jax aborted: the rest runs with XLA_FLAGS=--xla_gpu_enable_command_buffer="
     export XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_enable_command_buffer="
@@ -146,5 +145,6 @@ if [ "$left" -gt 80 ]; then
 fi
 echo "== session done in $((SECONDS - start)) s"
 # A device call brings back at most 8 files: the logs, the sweeps and gpu.txt travel as one archive.
-(cd "$OUT" && packed=$(ls -- *.log pallas_*_sweep.json gpu.txt 2>/dev/null | grep -vx trainer_task.log) \
-    && tar czf session_logs.tar.gz $packed && rm -f $packed) || echo "logs left unpacked"
+(cd "$OUT" && shopt -s nullglob && packed=$(printf '%s\n' *.log pallas_*_sweep.json gpu.tx[t] \
+    | grep -vx trainer_task.log || true) && [ -n "$packed" ] && tar czf session_logs.tar.gz $packed \
+    && rm -f $packed) || echo "no logs packed"

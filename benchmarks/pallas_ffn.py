@@ -135,15 +135,15 @@ def parsed_candidates(text: str, check) -> list[tuple]:
     return [check(c, f"--candidates entry {c!r}") for c in listed]
 
 
-def report(results, prefix: str, out: str | None, facts: dict) -> None:
+def report(results, prefix: str, out: str | None, facts: dict, floor: float = 1e-3) -> None:
     """Prints each result of a sweep as it comes (``PREFIX {json}``), and after each the blocks
     of ``best`` so far (``PREFIX_BEST a,b,...``, empty when none: a session reads the last such
-    line, so that a sweep cut short still names one); with ``out``, rewrites there the JSON of
-    ``facts``, the results so far and the best."""
+    line, so that a sweep cut short still names one; ``floor`` as ``best``'s); with ``out``,
+    rewrites there the JSON of ``facts``, the results so far and the best."""
     done = []
     for result in results:
         done.append(result)
-        chosen = best(done)
+        chosen = best(done, floor=floor)
         print(f"{prefix} " + json.dumps(result), flush=True)
         print(f"{prefix}_BEST " + (",".join(str(v) for v in chosen["blocks"]) if chosen else ""), flush=True)
         if out:

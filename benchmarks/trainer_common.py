@@ -228,8 +228,9 @@ RUNS = {
     "keras_jax_accum4": ("keras_jax", {"gradient_accumulation_steps": 4}),
     "keras_jax_keras_gelu": ("keras_jax", {"keras_gelu": True}),
     "keras_jax_position_sum": ("keras_jax", {"position_sum": True}),
-    "keras_jax_welford": ("keras_jax", {"welford": True}),
-    "keras_jax_qkv_joined": ("keras_jax", {"qkv_joined": True}),
+    # These two change what the Pallas kernels replace: compare them with keras_jax_no_pallas.
+    "keras_jax_welford": ("keras_jax", {"welford": True, "pallas_kernels": ()}),
+    "keras_jax_qkv_joined": ("keras_jax", {"qkv_joined": True, "pallas_kernels": ()}),
     "keras_jax_no_pallas": ("keras_jax", {"pallas_kernels": ()}),
     "keras_jax_pallas_norm": ("keras_jax", {"pallas_kernels": ("norm",)}),
     "keras_jax_pallas_ffn": ("keras_jax", {"pallas_kernels": ("ffn",)}),

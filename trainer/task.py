@@ -164,8 +164,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "kernels (a comma-separated list, or all): norm = residual sum, dropout and LayerNorm; ffn "
         "= the first feed-forward product with its GELU; attention = attention with its dropout "
         "(sequences up to 128). auto (the default): norm and attention where they fit, on one GPU "
-        "of compute capability 9.x (H100, H200), where they were measured faster; none elsewhere "
-        "(docs/trainer.md)",
+        "of compute capability 9.x (an H100 measured them faster; the H200 is the same chip); none "
+        "elsewhere (docs/trainer.md)",
     )
     g.add_argument("--steps_per_execution", type=int, default=d.steps_per_execution)
     g.add_argument("--checkpoint_every", type=int, default=d.checkpoint_every)

@@ -176,7 +176,7 @@ def automatic(
     log_once(
         logging.INFO,
         f"Pallas kernels: {', '.join(kinds) or 'none'} (--pallas_kernels auto on compute capability "
-        f"{capability}{'; not ' + left if left else ''})",
+        f"{capability}{'; left out: ' + left if left else ''})",
     )
     return kinds
 

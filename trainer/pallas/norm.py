@@ -101,7 +101,7 @@ def _dropped(values, keys_ref, block: int, seq_len: int, width: int, rate: float
 @functools.cache
 def _forward_call(
     rows: int, seq_len: int, width: int, dtype: str, rate: float, epsilon: float, interpret: bool,
-    blocks: tuple = BLOCKS,
+    blocks: tuple,
 ):  # fmt: skip
     import jax
     import jax.numpy as jnp
@@ -153,7 +153,7 @@ def _forward_call(
 
 @functools.cache
 def _backward_call(
-    rows: int, seq_len: int, width: int, dtype: str, rate: float, interpret: bool, blocks: tuple = BLOCKS
+    rows: int, seq_len: int, width: int, dtype: str, rate: float, interpret: bool, blocks: tuple
 ):
     """The LayerNorm backward from the row statistics, the dropout mask applied to the result,
     and per block of rows the partial sums of gamma's, beta's and the bias's gradients."""
@@ -263,13 +263,16 @@ def _fused_function(rate: float, epsilon: float, interpret: bool, blocks: tuple)
     return fused
 
 
-def _row_multiple(blocks: tuple = BLOCKS) -> int:
-    """The number of rows, B * L, must be a multiple of: both kernels' grids cover them whole."""
+def _row_multiple(blocks: tuple | None = None) -> int:
+    """The number of rows, B * L, must be a multiple of: both kernels' grids cover them whole
+    (``blocks``, ``BLOCKS`` by default)."""
+    blocks = blocks or BLOCKS
     return math.lcm(blocks[0], blocks[2])
 
 
-def refusal(shape, blocks: tuple = BLOCKS) -> str | None:
-    """Why activations of ``shape`` [B, L, H] do not fit the kernels, or None."""
+def refusal(shape, blocks: tuple | None = None) -> str | None:
+    """Why activations of ``shape`` [B, L, H] do not fit the kernels with ``blocks`` (``BLOCKS``
+    by default), or None."""
     if (shape[0] * shape[1]) % _row_multiple(blocks) == 0:
         return None
     return f"batch x sequence length = {shape[0] * shape[1]} rows, not a multiple of {_row_multiple(blocks)}"
@@ -298,7 +301,7 @@ def fused_residual_norm(
 
 def residual_norm(norm, dropout, residual, dense, inputs, training):
     """``trainer.layers.residual_norm`` with ``fused_residual_norm`` where it applies (JAX arrays,
-    16-bit activations, hash dropout or none, B * L a multiple of 32); elsewhere, symbolic
+    16-bit activations, hash dropout or none, B * L a multiple of ``refusal``'s, 32 by default); elsewhere, symbolic
     builds included, the trainer's own (``trainer.pallas.fell_back``)."""
     from trainer import layers, pallas
 
