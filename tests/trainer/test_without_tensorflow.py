@@ -26,13 +26,16 @@ def _task(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
 
 
-def test_synthetic_data_trains_and_exports_without_tensorflow(tmp_path):
+@pytest.mark.parametrize("replicas", [1, 2])
+def test_synthetic_data_trains_and_exports_without_tensorflow(tmp_path, replicas):
+    # With two replicas (two JAX host devices) the MFU is over both devices' peak: examples/s
+    # counts the global batch.
     model_dir = tmp_path / "model"
     proc = _task(
         "--synthetic_data", "--model_dir", str(model_dir), *TINY, "--max_seq_length", "32",
         "--max_predictions_per_seq", "5", "--batch_size", "8", "--train_steps", "4", "--log_every", "2",
         "--checkpoint_every", "2", "--eval_every", "2", "--eval_steps", "2", "--warmup_steps", "0",
-        "--peak_tflops", "0.5",
+        "--peak_tflops", "0.5", "--cpu_replicas", str(replicas),
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout
@@ -43,9 +46,11 @@ def test_synthetic_data_trains_and_exports_without_tensorflow(tmp_path):
     dims = flops.ModelDims.from_config(BertConfig.from_preset("tiny", vocab_size=97))
     per_example = flops.train_step_flops(dims, batch_size=1, seq_length=32, max_predictions=5)
     progress = re.findall(r"examples/s ([0-9.]+) \| TFLOP/s ([0-9.e+-]+) \| MFU ([0-9.e+-]+)%", out)
-    assert len(progress) == 2 and "bf16 peak 0.5 TFLOP/s (1 x 0.5, --peak_tflops)" in out, out[-3000:]
+    peak = f"bf16 peak {0.5 * replicas:g} TFLOP/s ({replicas} x 0.5, --peak_tflops)"
+    assert len(progress) == 2 and peak in out and f"{replicas} replica(s)" in out, out[-3000:]
     for rate, tflops, mfu in progress:
-        assert float(mfu) == pytest.approx(100 * float(rate) * per_example / 0.5e12, rel=0.01, abs=1e-3)
+        want = 100 * float(rate) * per_example / (replicas * 0.5e12)
+        assert float(mfu) == pytest.approx(want, rel=0.01, abs=1e-3)
         assert float(tflops) == pytest.approx(float(rate) * per_example / 1e12, rel=0.01, abs=1e-5)
     assert "TensorFlow is not installed: no TensorBoard scalars" in out
     assert "step 4 | loss" in out and "eval at step 4 | loss" in out
