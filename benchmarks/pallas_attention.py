@@ -136,15 +136,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seq_len", type=int, default=128)
     parser.add_argument("--heads", type=int, default=12)
     parser.add_argument("--head_size", type=int, default=64)
-    pallas_ffn.add_sweep_flags(parser, "[block_q, warps, backward_block_q, backward_warps]")
-    args = parser.parse_args(argv)
-    candidates = pallas_ffn.sweep_candidates(parser, args, _checked_blocks, CANDIDATES)
-    results = sweep(
-        args.batch_size, args.seq_len, args.heads, args.head_size, candidates, args.repeats,
-        time_budget_s=args.time_budget_s,
+    pallas_ffn.sweep_main(
+        parser, argv, "[block_q, warps, backward_block_q, backward_warps]", _checked_blocks, CANDIDATES,
+        lambda args, candidates: sweep(
+            args.batch_size, args.seq_len, args.heads, args.head_size, candidates, args.repeats,
+            time_budget_s=args.time_budget_s,
+        ),
+        "PALLAS_ATTENTION", ("batch_size", "seq_len", "heads", "head_size"),
     )  # fmt: skip
-    facts = {key: getattr(args, key) for key in ("batch_size", "seq_len", "heads", "head_size")}
-    pallas_ffn.report(results, "PALLAS_ATTENTION", args.out, facts)
 
 
 if __name__ == "__main__":

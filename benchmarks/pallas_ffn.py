@@ -174,17 +174,30 @@ def sweep_candidates(parser: argparse.ArgumentParser, args, check, default: list
         parser.error(str(e))
 
 
+def sweep_main(parser, argv, blocks_help: str, check, default: list, run, prefix: str, facts: tuple,
+               floor: float = 1e-3) -> None:  # fmt: skip
+    """A block sweep's command line: ``parser`` (holding the sizes' flags) takes the flags every
+    sweep takes (``blocks_help`` says what a candidate lists), parses ``argv``, and reports
+    ``run(args, candidates)``'s results under ``prefix`` with the flags named in ``facts``
+    (``floor`` as ``best``'s)."""
+    add_sweep_flags(parser, blocks_help)
+    args = parser.parse_args(argv)
+    candidates = sweep_candidates(parser, args, check, default)
+    report(run(args, candidates), prefix, args.out, {key: getattr(args, key) for key in facts}, floor)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=256 * 128, help="batch * sequence length")
     parser.add_argument("--hidden", type=int, default=768)
     parser.add_argument("--intermediate", type=int, default=3072)
-    add_sweep_flags(parser, "[block_m, block_n, block_k, warps, stages]")
-    args = parser.parse_args(argv)
-    candidates = sweep_candidates(parser, args, _checked_blocks, CANDIDATES)
-    results = sweep(args.rows, args.hidden, args.intermediate, candidates, args.repeats, args.time_budget_s)
-    facts = {"rows": args.rows, "hidden": args.hidden, "intermediate": args.intermediate}
-    report(results, "PALLAS_FFN", args.out, facts)
+    sweep_main(
+        parser, argv, "[block_m, block_n, block_k, warps, stages]", _checked_blocks, CANDIDATES,
+        lambda args, candidates: sweep(
+            args.rows, args.hidden, args.intermediate, candidates, args.repeats, args.time_budget_s
+        ),
+        "PALLAS_FFN", ("rows", "hidden", "intermediate"),
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

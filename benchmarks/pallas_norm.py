@@ -105,18 +105,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch_size", type=int, default=256)
     parser.add_argument("--seq_len", type=int, default=128)
     parser.add_argument("--hidden", type=int, default=768)
-    pallas_ffn.add_sweep_flags(parser, "[rows, warps, backward_rows, backward_chunk_rows, backward_warps]")
-    args = parser.parse_args(argv)
-    candidates = pallas_ffn.sweep_candidates(parser, args, _checked_blocks, CANDIDATES)
-    results = sweep(
-        args.batch_size, args.seq_len, args.hidden, candidates, args.repeats,
-        time_budget_s=args.time_budget_s,
-    )  # fmt: skip
-    facts = {key: getattr(args, key) for key in ("batch_size", "seq_len", "hidden")}
     # floor: the kernels round the output's two copies' summed gradient to bf16 before the sums
     # for beta and gamma, as autodiff sums a 16-bit tensor read twice on a GPU; XLA on a CPU keeps
     # that sum in float32, and its beta gradient there is exact. One bf16 rounding is 2^-8.
-    pallas_ffn.report(results, "PALLAS_NORM", args.out, facts, floor=2.0**-8)
+    pallas_ffn.sweep_main(
+        parser, argv, "[rows, warps, backward_rows, backward_chunk_rows, backward_warps]", _checked_blocks,
+        CANDIDATES,
+        lambda args, candidates: sweep(
+            args.batch_size, args.seq_len, args.hidden, candidates, args.repeats,
+            time_budget_s=args.time_budget_s,
+        ),
+        "PALLAS_NORM", ("batch_size", "seq_len", "hidden"), floor=2.0**-8,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -340,6 +340,12 @@ def test_the_benchmarks_pallas_ffn_computes_the_trainers_feed_forward_block():
             assert errors["intermediate/bias"] < 0.5 * reference["intermediate/bias"], (name, errors)
 
 
+def _python(code: str, env: dict, **variables: str) -> subprocess.CompletedProcess:
+    """``code`` run by a fresh interpreter in the repository, with ``env`` and ``variables``."""
+    return subprocess.run([sys.executable, "-c", code], cwd=REPO, env={**env, **variables},
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+
+
 def _sweep(module: str, flags: list[str], out, candidates: str):
     """Runs a block sweep (``module``'s main) on CPU with ``flags``, one repeat, the JSON to
     ``out``; its command (candidates last), environment and finished process, which must exit 0."""
@@ -492,11 +498,8 @@ def test_the_pallas_attention_sweep_times_each_block_choice_and_names_the_fastes
     assert report["best"]["blocks"] == fastest["blocks"]
     assert proc.stdout.splitlines()[-1] == "PALLAS_ATTENTION_BEST " + ",".join(map(str, fastest["blocks"]))
     # the blocks a session passes on are read and checked when the module is imported
-    env["PALLAS_ATTENTION_BLOCKS"] = "128,8,96,8"
-    proc = subprocess.run([sys.executable, "-c", "import trainer.pallas.attention"], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    proc = _python("import trainer.pallas.attention", env, PALLAS_ATTENTION_BLOCKS="128,8,96,8")
     assert "PALLAS_ATTENTION_BLOCKS='128,8,96,8': want block_q,warps" in proc.stderr
-    del env["PALLAS_ATTENTION_BLOCKS"]
     proc = subprocess.run([*cmd[:-1], "[[16, 4, 32]]"], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=300)  # fmt: skip
     assert proc.returncode == 2 and "--candidates entry [16, 4, 32]: want" in proc.stderr, proc.stderr
@@ -533,15 +536,10 @@ def test_the_pallas_norm_sweep_times_each_block_choice_and_names_the_fastest(tmp
     assert report["best"]["blocks"] == fastest["blocks"]
     assert proc.stdout.splitlines()[-1] == "PALLAS_NORM_BEST " + ",".join(map(str, fastest["blocks"]))
     # the blocks a session passes on are read and checked when the module is imported
-    env["PALLAS_NORM_BLOCKS"] = "16,8,32,64,8"
-    proc = subprocess.run([sys.executable, "-c", "import trainer.pallas.norm"], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    proc = _python("import trainer.pallas.norm", env, PALLAS_NORM_BLOCKS="16,8,32,64,8")
     assert "PALLAS_NORM_BLOCKS='16,8,32,64,8': want rows,warps" in proc.stderr, proc.stderr
-    env["PALLAS_NORM_BLOCKS"] = "8,4,16,4,4"
-    proc = subprocess.run(
-        [sys.executable, "-c", "from trainer.pallas import norm; print(norm.BLOCKS, norm.refusal((1, 24, 8)))"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    code = "from trainer.pallas import norm; print(norm.BLOCKS, norm.refusal((1, 24, 8)))"
+    proc = _python(code, env, PALLAS_NORM_BLOCKS="8,4,16,4,4")
     assert proc.stdout.strip() == "(8, 4, 16, 4, 4) batch x sequence length = 24 rows, not a multiple of 16"
 
 

@@ -30,6 +30,8 @@ with ``PALLAS_FFN_BLOCKS`` and ``PALLAS_ATTENTION_BLOCKS`` (``benchmarks.pallas_
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Callable
 
 import keras
 
@@ -42,6 +44,28 @@ _16_BIT = ("bfloat16", "float16")
 # feed-forward products (ffn) were slower than XLA's (cuBLAS) there, so auto leaves them out.
 AUTO_KINDS = ("norm", "attention")
 AUTO_CAPABILITY_MAJOR = 9  # Hopper, where they were measured
+
+
+def checked_blocks(values, source: str, count: int, fits: Callable[[tuple], bool], want: str) -> tuple:
+    """``values`` as ``count`` positive integers that ``fits``; a ValueError naming ``source`` and
+    saying what it wants (``want``) otherwise. Each kernel module's block check."""
+    try:
+        blocks = tuple(int(str(v)) for v in values)
+    except (TypeError, ValueError):
+        blocks = ()
+    if len(blocks) != count or min(blocks) < 1 or not fits(blocks):
+        raise ValueError(f"{source}: want {want}")
+    return blocks
+
+
+def environment_blocks(variable: str, default: tuple, check: Callable[[list, str], tuple]) -> tuple:
+    """The blocks that the environment ``variable`` names (comma-separated, made blocks by
+    ``check``), or ``default`` when it is unset or empty: a module's ``BLOCKS``, read when the
+    module is imported, so that a bad value stops the run there, by name."""
+    text = os.environ.get(variable)
+    if not text:
+        return default
+    return check(text.split(","), f"{variable}={text!r}")
 
 
 def refusals(kinds, *, config, batch_size: int, seq_len: int, dtype, dropout_rng: str) -> list[str]:

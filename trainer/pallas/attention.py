@@ -36,34 +36,20 @@ Shape key: B batch, L sequence length, N heads, D head size, H = N * D.
 from __future__ import annotations
 
 import functools
-import os
 
 import keras
 import numpy as np
 from keras import ops
 
+from trainer import pallas
+
 
 def _checked_blocks(values, source: str) -> tuple:
     """``values`` as blocks (queries per block and warps, forward then backward: four powers of
     two, the blocks 16 or more); a ValueError naming ``source`` otherwise."""
-    try:
-        blocks = tuple(int(str(v)) for v in values)
-    except (TypeError, ValueError):
-        blocks = ()
-    if len(blocks) != 4 or min(blocks) < 1 or any(b & (b - 1) for b in blocks) or min(blocks[::2]) < 16:
-        raise ValueError(
-            f"{source}: want block_q,warps,backward_block_q,backward_warps (four powers of two, "
-            "the blocks 16 or more)"
-        )
-    return blocks
-
-
-def _blocks(text: str | None) -> tuple:
-    """The blocks that ``PALLAS_ATTENTION_BLOCKS`` names, or the first choice when it is unset or
-    empty."""
-    if not text:
-        return (128, 8, 128, 8)
-    return _checked_blocks(text.split(","), f"PALLAS_ATTENTION_BLOCKS={text!r}")
+    want = "block_q,warps,backward_block_q,backward_warps (four powers of two, the blocks 16 or more)"
+    fits = lambda blocks: not any(b & (b - 1) for b in blocks) and min(blocks[::2]) >= 16  # noqa: E731
+    return pallas.checked_blocks(values, source, 4, fits, want)
 
 
 # Queries per block and warps per program, forward then backward: the forward runs
@@ -72,7 +58,7 @@ def _blocks(text: str | None) -> tuple:
 # H100 (BERT-base, seq 128), this choice and those of ``benchmarks.pallas_attention.CANDIDATES``
 # use Hopper's warp-group products without spilling registers; 64 queries a block backward spill
 # with 8 warps. Not tuned on a GPU: that module times them (benchmarks/gpu_session.sh).
-BLOCKS = _blocks(os.environ.get("PALLAS_ATTENTION_BLOCKS"))
+BLOCKS = pallas.environment_blocks("PALLAS_ATTENTION_BLOCKS", (128, 8, 128, 8), _checked_blocks)
 # None: interpret the kernels unless JAX runs on a GPU. benchmarks.gpu_compile sets False: it
 # lowers for a GPU from a CPU process.
 interpret: bool | None = None
@@ -392,7 +378,7 @@ def self_attention(layer, x, mask, training):
     arrays, 16-bit activations, hash dropout or none, a key mask [B, 1, 1, L], shapes
     ``refusal`` accepts); elsewhere, symbolic builds included, the trainer's own
     (``trainer.pallas.fell_back``)."""
-    from trainer import layers, pallas
+    from trainer import layers
 
     config, dropout = layer.config, layer.attention_dropout
     rate = config.attention_probs_dropout_prob if training else 0.0

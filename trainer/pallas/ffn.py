@@ -26,31 +26,19 @@ Shape key: R rows (batch * sequence length), H hidden size, I intermediate size.
 from __future__ import annotations
 
 import functools
-import os
 
 import keras
 import numpy as np
 from keras import ops
 
+from trainer import pallas
+
 
 def _checked_blocks(values, source: str) -> tuple:
     """``values`` as blocks (block_m, block_n, block_k, warps, stages: five positive integers);
     a ValueError naming ``source`` otherwise."""
-    try:
-        blocks = tuple(int(str(v)) for v in values)
-    except (TypeError, ValueError):
-        blocks = ()
-    if len(blocks) != 5 or min(blocks) < 1:
-        raise ValueError(f"{source}: want block_m,block_n,block_k,warps,stages (five positive integers)")
-    return blocks
-
-
-def _blocks(text: str | None) -> tuple:
-    """The blocks that ``PALLAS_FFN_BLOCKS`` names (five comma-separated positive integers), or
-    the first choice when it is unset or empty."""
-    if not text:
-        return (128, 128, 64, 8, 3)
-    return _checked_blocks(text.split(","), f"PALLAS_FFN_BLOCKS={text!r}")
+    want = "block_m,block_n,block_k,warps,stages (five positive integers)"
+    return pallas.checked_blocks(values, source, 5, lambda blocks: True, want)
 
 
 # Blocks of the products' output (rows, columns), of the contraction, warps and pipeline stages
@@ -59,7 +47,7 @@ def _blocks(text: str | None) -> tuple:
 # times others and prints the fastest, which a session passes to the runs in
 # ``PALLAS_FFN_BLOCKS`` (benchmarks/gpu_session.sh). Compiled for an H100, this one and those
 # of that module's ``CANDIDATES`` use Hopper's warp-group products without spilling registers.
-BLOCKS = _blocks(os.environ.get("PALLAS_FFN_BLOCKS"))
+BLOCKS = pallas.environment_blocks("PALLAS_FFN_BLOCKS", (128, 128, 64, 8, 3), _checked_blocks)
 # None: interpret the kernels unless JAX runs on a GPU. benchmarks.gpu_compile sets False: it
 # lowers for a GPU from a CPU process.
 interpret: bool | None = None
@@ -271,7 +259,7 @@ def feed_forward(layer, x, residual, training):
     """``trainer.layers.feed_forward`` with ``gelu_product`` where it applies (JAX arrays, 16-bit
     activations, the exact GELU, shapes that split into whole blocks); elsewhere, symbolic
     builds included, the trainer's own (``trainer.pallas.fell_back``)."""
-    from trainer import layers, pallas
+    from trainer import layers
 
     dtype = keras.backend.standardize_dtype(x.dtype)
     config = layer.config

@@ -28,33 +28,23 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 
 import keras
 from keras import ops
+
+from trainer import pallas
 
 
 def _checked_blocks(values, source: str) -> tuple:
     """``values`` as blocks: rows and warps per program forward, then rows per program, rows at
     a time and warps backward (five powers of two, the rows at a time no more than the
     backward's rows); a ValueError naming ``source`` otherwise."""
-    try:
-        blocks = tuple(int(str(v)) for v in values)
-    except (TypeError, ValueError):
-        blocks = ()
-    if len(blocks) != 5 or min(blocks) < 1 or any(b & (b - 1) for b in blocks) or blocks[3] > blocks[2]:
-        raise ValueError(
-            f"{source}: want rows,warps,backward_rows,backward_chunk_rows,backward_warps (five powers "
-            "of two, backward_chunk_rows at most backward_rows)"
-        )
-    return blocks
-
-
-def _blocks(text: str | None) -> tuple:
-    """The blocks that ``PALLAS_NORM_BLOCKS`` names, or the first choice when it is unset or empty."""
-    if not text:
-        return (16, 8, 32, 8, 8)
-    return _checked_blocks(text.split(","), f"PALLAS_NORM_BLOCKS={text!r}")
+    want = (
+        "rows,warps,backward_rows,backward_chunk_rows,backward_warps (five powers of two, "
+        "backward_chunk_rows at most backward_rows)"
+    )
+    fits = lambda blocks: not any(b & (b - 1) for b in blocks) and blocks[3] <= blocks[2]  # noqa: E731
+    return pallas.checked_blocks(values, source, 5, fits, want)
 
 
 # Rows and warps per program forward; rows per program, rows at a time and warps backward. First
@@ -65,7 +55,7 @@ def _blocks(text: str | None) -> tuple:
 # each), and so did 16 rows with 8 or 16 warps. On an H100 (BERT-base, batch 256) these ran the
 # backward at about 1.2 TB/s, the forward near 2 (docs/benchmarks_trainer.md, fourth run):
 # ``benchmarks.pallas_norm`` times other choices, passed in ``PALLAS_NORM_BLOCKS``.
-BLOCKS = _blocks(os.environ.get("PALLAS_NORM_BLOCKS"))
+BLOCKS = pallas.environment_blocks("PALLAS_NORM_BLOCKS", (16, 8, 32, 8, 8), _checked_blocks)
 # None: interpret the kernel unless JAX runs on a GPU. benchmarks.gpu_compile sets False: it
 # lowers for a GPU from a CPU process.
 interpret: bool | None = None
@@ -303,7 +293,7 @@ def residual_norm(norm, dropout, residual, dense, inputs, training):
     """``trainer.layers.residual_norm`` with ``fused_residual_norm`` where it applies (JAX arrays,
     16-bit activations, hash dropout or none, B * L a multiple of ``refusal``'s, 32 by default); elsewhere, symbolic
     builds included, the trainer's own (``trainer.pallas.fell_back``)."""
-    from trainer import layers, pallas
+    from trainer import layers
 
     dtype = keras.backend.standardize_dtype(residual.dtype)
     rate = dropout.rate if training else 0.0
