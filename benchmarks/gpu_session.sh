@@ -110,7 +110,7 @@ fi
 if [ -f "$OUT/gpu_bench.json" ] && python3 -c "import json, sys; r = json.load(open(sys.argv[1]))['results'];
 sys.exit(0 if any(x['run'].startswith('keras_jax') and 'exit -6' in x.get('error', '') for x in r) else 1)" \
     "$OUT/gpu_bench.json" 2>/dev/null; then
-    echo "== keras_jax aborted: the rest runs with XLA_FLAGS=--xla_gpu_enable_command_buffer="
+    echo "== a keras_jax run aborted: the rest runs with XLA_FLAGS=--xla_gpu_enable_command_buffer="
     export XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_enable_command_buffer="
 fi
 # The trainer itself, end to end, on the GPU with NumPy synthetic batches (no TensorFlow there):

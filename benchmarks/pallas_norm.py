@@ -21,15 +21,23 @@ from trainer.pallas.norm import _checked_blocks, fused_residual_norm, refusal
 
 
 def _xla_sublayer(x, bias, residual, gamma, beta, *, seed, rate: float, epsilon: float):
-    """The trainer's XLA path for the same sublayer end (``trainer.layers.default_residual_norm``
-    after its product): the bias added in the activations' dtype, ``trainer.kernels.hash_dropout``,
-    the residual sum and ``trainer.layers.LayerNorm``'s function (float32 inside, also the
-    reference's); its output twice, as the layer returns it."""
+    """The trainer's XLA path for the same sublayer end, ``trainer.layers.default_residual_norm``,
+    with ``x`` as its product's output: the bias added in the activations' dtype (as the Dense
+    layer adds it), ``trainer.kernels.hash_dropout`` under ``seed``, the residual sum and
+    ``trainer.layers.LayerNorm``'s function (float32 inside; the reference's too). Returns the
+    output's two copies."""
     from trainer import kernels, layers
 
-    s = residual + kernels.hash_dropout(x + bias.astype(x.dtype), rate, seed)
-    y = layers._layer_norm_16(s, gamma, beta, epsilon)
-    return y, y
+    def dense(inputs):
+        return inputs + bias.astype(inputs.dtype)
+
+    def dropout(values, training):
+        return kernels.hash_dropout(values, rate, seed) if training else values
+
+    def norm(s):
+        return layers._layer_norm_16(s, gamma, beta, epsilon)
+
+    return layers.default_residual_norm(norm, dropout, residual, dense, x, True)
 
 
 def sweep(batch: int, seq_len: int, hidden: int, candidates: list[tuple], repeats: int,

@@ -431,22 +431,13 @@ def _keras_setup(spec: BenchSpec, overrides: dict, *, probe: bool = True):
     if probe and keras.backend.backend() == "jax":  # as trainer.task does: settle auto with a compile probe
         from trainer import kernels, pallas
 
-        if pallas_kinds == "auto":
-            kinds = pallas.automatic(
-                options,
-                config=config,
-                batch_size=spec.batch_size // overrides.get("gradient_accumulation_steps", 1),
-                seq_len=spec.seq_length,
-                dtype=keras.config.dtype_policy().compute_dtype,
-            )
-            options = dataclasses.replace(options, pallas=kinds)
-        options = kernels.resolve(
-            options,
+        sizes = dict(
             config=config,
             seq_len=spec.seq_length,
             dtype=keras.config.dtype_policy().compute_dtype,
             batch_size=spec.batch_size // overrides.get("gradient_accumulation_steps", 1),
         )
+        options = kernels.resolve(pallas.settle(options, pallas_kinds, **sizes), **sizes)
     if overrides.get("keras_gelu"):  # the GELU before trainer.layers.activation, to compare
         from trainer import layers
 

@@ -38,7 +38,8 @@ def pallas_kinds(text: str) -> tuple[str, ...]:
     unknown = [part for part in named if part not in PALLAS_KINDS]
     _check(
         not unknown,
-        f"--pallas_kernels {text!r}: {', '.join(map(repr, unknown))} not among {PALLAS_KINDS} (or auto, none, all)",
+        f"--pallas_kernels {text!r}: {', '.join(map(repr, unknown))} not among {PALLAS_KINDS} "
+        "(auto, none and all stand alone)",
     )
     return tuple(kind for kind in PALLAS_KINDS if kind in named)
 

@@ -352,16 +352,15 @@ def run(args: argparse.Namespace) -> dict:
     if spec is not None and (kernel_options.pallas or (auto_pallas and runtime.backend == "jax")):
         from trainer import pallas  # before anything is written or compiled
 
-        sizes = dict(
+        kernel_options = pallas.settle(
+            kernel_options,
+            args.pallas_kernels,
             config=config,
             batch_size=train_config.batch_size // micro_batches,
             seq_len=spec.max_seq_length,
             dtype=keras.DTypePolicy(train_config.precision).compute_dtype,
+            devices=runtime.num_replicas,
         )
-        if auto_pallas:
-            kinds = pallas.automatic(kernel_options, **sizes, devices=runtime.num_replicas)
-            kernel_options = dataclasses.replace(kernel_options, pallas=kinds)
-        pallas.check(kernel_options, **sizes)
     if runtime_is_chief():
         check_model_dir(args.model_dir, config, train_config)
     if runtime.backend == "jax" and spec is not None and not args.synthetic_data and _tensorflow_importable():

@@ -74,6 +74,18 @@ def test_step_logs_reach_the_callbacks_unconverted_and_the_loop_reads_them_at_it
     assert default_loop.last_train_metrics == loop.last_train_metrics
 
 
+def _progress_lines(loop, clock, caplog, *, steps: int) -> list[str]:
+    """``steps`` training steps of ``loop`` (on a tiny model), each advancing the patched
+    ``clock`` by 1 s; the progress lines it logged."""
+    loop.set_model(keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]))
+    caplog.set_level("INFO", logger="trainer")
+    loop.on_train_begin()
+    for batch in range(steps):
+        clock[0] += 1.0
+        loop.on_train_batch_end(batch, {"loss": np.float32(2.0)})
+    return [r.getMessage() for r in caplog.records if "examples/s" in r.getMessage()]
+
+
 def test_examples_per_second_counts_training_time_only(monkeypatch, caplog):
     # A clock the test moves: each step takes 1 s; the first progress line's learning-rate read
     # (a compile on JAX), evaluation and checkpoints take 10, 100 and 1000 s, none of it training.
@@ -103,13 +115,7 @@ def test_examples_per_second_counts_training_time_only(monkeypatch, caplog):
         evaluate=evaluate,
         save_checkpoint=save_checkpoint,
     )
-    loop.set_model(keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]))
-    caplog.set_level("INFO", logger="trainer")
-    loop.on_train_begin()
-    for batch in range(6):
-        clock[0] += 1.0
-        loop.on_train_batch_end(batch, {"loss": np.float32(2.0)})
-    lines = [r.getMessage() for r in caplog.records if "examples/s" in r.getMessage()]
+    lines = _progress_lines(loop, clock, caplog, steps=6)
     rates = [float(line.rsplit("examples/s ", 1)[1]) for line in lines]
     # Windows: steps 1-2, step 4 (the checkpoint after step 3 restarts the window), steps 5-6.
     assert rates == [8.0, 8.0, 8.0]
@@ -125,11 +131,5 @@ def test_progress_lines_show_the_models_flops_rate_and_utilisation(monkeypatch, 
         schedule=make_schedule(TrainConfig(learning_rate=1e-3, warmup_steps=0, train_steps=4)),
         flops_per_example=3e11, peak_flops=4e12,
     )  # fmt: skip
-    loop.set_model(keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]))
-    caplog.set_level("INFO", logger="trainer")
-    loop.on_train_begin()
-    for batch in range(2):
-        clock[0] += 1.0
-        loop.on_train_batch_end(batch, {"loss": np.float32(2.0)})
-    line = next(r.getMessage() for r in caplog.records if "examples/s" in r.getMessage())
+    line = _progress_lines(loop, clock, caplog, steps=2)[0]
     assert line.endswith("examples/s 8.0 | TFLOP/s 2.4 | MFU 60%"), line

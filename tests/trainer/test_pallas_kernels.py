@@ -45,6 +45,8 @@ def test_the_flag_names_kinds_in_a_fixed_order_and_refuses_others():
     assert pallas_kinds("attention, norm") == ("norm", "attention")
     with pytest.raises(ValueError, match=r"--pallas_kernels 'norm,flash': 'flash' not among"):
         pallas_kinds("norm,flash")
+    with pytest.raises(ValueError, match=r"'auto' not among .* \(auto, none and all stand alone\)"):
+        pallas_kinds("auto,norm")
     with pytest.raises(ValueError, match="--pallas_kernels must name some of"):
         KernelOptions(pallas=("layernorm",))
 

@@ -23,12 +23,14 @@ order differs. The tests check each against that path on CPU, where Pallas inter
 What they need, checked before a run starts (``check``): the JAX backend; one device, an NVIDIA
 GPU of compute capability 8.0 or later (or the CPU, interpreted); bf16 or fp16 activations;
 ``hash`` dropout masks; and shapes the kernels' blocks divide (``refusals``). Blocks can be set
-with ``PALLAS_FFN_BLOCKS`` and ``PALLAS_ATTENTION_BLOCKS`` (``benchmarks.pallas_ffn`` and
-``benchmarks.pallas_attention`` time candidates on a GPU and name the fastest).
+with ``PALLAS_NORM_BLOCKS``, ``PALLAS_FFN_BLOCKS`` and ``PALLAS_ATTENTION_BLOCKS``
+(``benchmarks.pallas_norm``, ``benchmarks.pallas_ffn`` and ``benchmarks.pallas_attention`` time
+candidates on a GPU and name the fastest).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Callable
@@ -195,7 +197,7 @@ def automatic(
     reasons = {kind: refusals((kind,), **sizes, dropout_rng=options.dropout_for(backend)) for kind in wanted}
     kinds = tuple(kind for kind in wanted if not reasons[kind])
     left = "; ".join(dict.fromkeys(r for kind in wanted for r in reasons[kind]))
-    if options.attention != "auto" and "attention" in AUTO_KINDS:
+    if options.attention != "auto":
         left = "; ".join(filter(None, [left, f"attention: --attention_impl {options.attention}"]))
     log_once(
         logging.INFO,
@@ -203,6 +205,20 @@ def automatic(
         f"{capability}{'; left out: ' + left if left else ''})",
     )
     return kinds
+
+
+def settle(
+    options: KernelOptions, kinds, *, config, batch_size: int, seq_len: int, dtype, devices: int = 1
+) -> KernelOptions:
+    """``options`` with the Pallas kernels of a run: ``kinds`` is ``"auto"`` (``automatic``'s
+    choice) or the kinds named, which ``check`` refuses with every reason where they cannot run.
+    ``batch_size`` is a device's micro-batch; ``trainer.task`` and the benchmark runs call it."""
+    if kinds == "auto":
+        sizes = dict(config=config, batch_size=batch_size, seq_len=seq_len, dtype=dtype)
+        kinds = automatic(options, **sizes, devices=devices)
+    options = dataclasses.replace(options, pallas=tuple(kinds))
+    check(options, config=config, batch_size=batch_size, seq_len=seq_len, dtype=dtype)
+    return options
 
 
 def call_refusal(dtype, rate: float, options: KernelOptions, symbolic: bool) -> str | None:
@@ -234,4 +250,7 @@ def traced(kinds=PALLAS_KINDS) -> str:
     return ", ".join(f"{kind} {_module(kind).taken}" for kind in kinds)
 
 
-__all__ = ["AUTO_KINDS", "PALLAS_KINDS", "automatic", "check", "fell_back", "refusals", "traced"]
+__all__ = [
+    "AUTO_KINDS", "PALLAS_KINDS", "automatic", "call_refusal", "check", "checked_blocks", "environment_blocks",
+    "fell_back", "refusals", "settle", "traced",
+]  # fmt: skip
